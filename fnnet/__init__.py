@@ -1,0 +1,65 @@
+"""fnnet: the mathematics of neural-network training as pure JAX functions with hand-written backward rules.
+
+    import fnnet as fn
+    net = fn.serial(fn.Dense(64), fn.Relu(), fn.Dense(10))
+    _, params = net.init(jax.random.key(0), (40,))
+    loss, grads = fn.value_and_grad(net, fn.softmax_cross_entropy)(params, x, labels)
+"""
+
+from fnnet import activations, initializers, losses
+from fnnet.activations import (
+    Gelu,
+    Identity,
+    LeakyRelu,
+    Relu,
+    Sigmoid,
+    Silu,
+    Softmax,
+    Softplus,
+    Swish,
+    Tanh,
+)
+from fnnet.core import DTypeError, Layer, Loss, ShapeError
+from fnnet.grad import (
+    autodiff_value_and_grad,
+    custom_vjp,
+    custom_vjp_loss,
+    custom_vjp_value_and_grad,
+    value_and_grad,
+)
+from fnnet.layers import Dense, Flatten, residual, serial
+from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTypeError",
+    "Dense",
+    "Flatten",
+    "Gelu",
+    "Identity",
+    "Layer",
+    "LeakyRelu",
+    "Loss",
+    "Relu",
+    "ShapeError",
+    "Sigmoid",
+    "Silu",
+    "Softmax",
+    "Softplus",
+    "Swish",
+    "Tanh",
+    "activations",
+    "autodiff_value_and_grad",
+    "binary_cross_entropy",
+    "custom_vjp",
+    "custom_vjp_loss",
+    "custom_vjp_value_and_grad",
+    "initializers",
+    "losses",
+    "mse",
+    "residual",
+    "serial",
+    "softmax_cross_entropy",
+    "value_and_grad",
+]

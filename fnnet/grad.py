@@ -1,0 +1,140 @@
+"""Gradients of a Layer + Loss: the manual path, its autodiff twin, and the ``custom_vjp`` bridge.
+
+All three have the signature ``f(params, x, target, *, key=None, train=True)`` and return
+``(loss, grads)``, or ``((loss, (pred, cache)), grads)`` with ``has_aux=True`` (the cache feeds
+``layer.update_state``). They are pure, so they jit and vmap; vmapping over examples, each given a
+batch axis of 1, yields per-example gradients::
+
+    per_ex = jax.vmap(fn.value_and_grad(net, fn.mse), in_axes=(None, 0, 0))(params, x[:, None], y[:, None])
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+
+from fnnet.core import Array, Layer, Loss
+
+__all__ = [
+    "GRAD_SOURCES",
+    "autodiff_value_and_grad",
+    "custom_vjp",
+    "custom_vjp_loss",
+    "custom_vjp_value_and_grad",
+    "value_and_grad",
+]
+
+
+def _check_pair(layer: Layer, loss: Loss) -> None:
+    if not isinstance(layer, Layer):
+        raise TypeError(f"expected a fnnet Layer, got {type(layer).__name__}")
+    if not isinstance(loss, Loss):
+        raise TypeError(f"expected a fnnet Loss such as fn.mse, got {type(loss).__name__}")
+
+
+def value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) -> Callable:
+    """The manual path: forward, loss, loss backward, then the layer's hand-written backward.
+
+    No autodiff is involved: grads = layer.backward(params, cache, loss.backward(loss_cache)).
+    """
+    _check_pair(layer, loss)
+
+    def f(params, x: Array, target: Array, *, key=None, train=True):
+        pred, cache = layer.forward(params, x, key=key, train=train)
+        value, loss_cache = loss.forward(pred, target)
+        grads, _ = layer.backward(params, cache, loss.backward(loss_cache))
+        return ((value, (pred, cache)), grads) if has_aux else (value, grads)
+
+    return f
+
+
+def autodiff_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) -> Callable:
+    """The same function through ``jax.value_and_grad`` of the very same forward code."""
+    _check_pair(layer, loss)
+
+    def objective(params, x, target, key, train):
+        pred, cache = layer.forward(params, x, key=key, train=train)
+        value, _ = loss.forward(pred, target)
+        return value, (pred, cache)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def f(params, x: Array, target: Array, *, key=None, train=True):
+        (value, aux), grads = grad_fn(params, x, target, key, train)
+        return ((value, aux), grads) if has_aux else (value, grads)
+
+    return f
+
+
+def custom_vjp(layer: Layer, *, train: bool = True) -> Callable:
+    """A JAX function ``(params, x, key=None) -> y`` whose VJP is the layer's hand-written rule.
+
+    ``jax.grad`` (or ``jax.vjp``) through it runs ``layer.backward``; research code can mix fnnet
+    layers with its own JAX code and still exercise the manual rules.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"custom_vjp expected a fnnet Layer, got {type(layer).__name__}")
+
+    @jax.custom_vjp
+    def f(params, x, key=None):
+        return layer.forward(params, x, key=key, train=train)[0]
+
+    def fwd(params, x, key=None):
+        y, cache = layer.forward(params, x, key=key, train=train)
+        return y, (params, cache)
+
+    def bwd(res, dy):
+        params, cache = res
+        dparams, dx = layer.backward(params, cache, dy)
+        return dparams, dx, None
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def custom_vjp_loss(loss: Loss) -> Callable:
+    """A JAX function ``(pred, target) -> loss`` whose VJP is the loss's fused hand-written rule."""
+
+    @jax.custom_vjp
+    def f(pred, target):
+        return loss.forward(pred, target)[0]
+
+    def fwd(pred, target):
+        value, cache = loss.forward(pred, target)
+        return value, cache
+
+    def bwd(cache, g):
+        return g * loss.backward(cache), None
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def custom_vjp_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) -> Callable:
+    """``jax.value_and_grad`` through :func:`custom_vjp` and :func:`custom_vjp_loss`: the third source."""
+    _check_pair(layer, loss)
+    loss_fn = custom_vjp_loss(loss)
+    fs = {True: custom_vjp(layer, train=True), False: custom_vjp(layer, train=False)}
+
+    def objective(params, x, target, key, train):
+        pred = fs[train](params, x, key)
+        return loss_fn(pred, target), pred
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def f(params, x: Array, target: Array, *, key=None, train=True):
+        (value, pred), grads = grad_fn(params, x, target, key, train)
+        if has_aux:
+            _, cache = layer.forward(params, x, key=key, train=train)  # for update_state; DCE'd if unused
+            return (value, (pred, cache)), grads
+        return value, grads
+
+    return f
+
+
+GRAD_SOURCES = {
+    "manual": value_and_grad,
+    "autodiff": autodiff_value_and_grad,
+    "custom_vjp": custom_vjp_value_and_grad,
+}

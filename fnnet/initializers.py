@@ -1,0 +1,196 @@
+"""Weight initializers: one :func:`variance_scaling`, and every named scheme as a case of it.
+
+Each initializer is a function ``(key, shape, dtype=jnp.float32) -> Array``, as in
+``jax.nn.initializers``, with the same semantics:
+
+* fans: for a kernel of shape ``(..., fan_in, fan_out)`` (Dense ``(d_in, d_out)``, conv HWIO), the
+  receptive field is the product of the other axes; fan_in = in · receptive field and
+  fan_out = out · receptive field.
+* ``"truncated_normal"`` draws from N(0, 1) truncated to [−2, 2] and divides the std by
+  0.87962566103423978 (the std of that truncated normal), so the variance is the one stated.
+
+References: Glorot & Bengio 2010, eq. 12 and 16 (Xavier); He et al. 2015, eq. 10 and 14 (He/Kaiming);
+LeCun et al. 1998, "Efficient BackProp" (LeCun); Saxe et al. 2014 (orthogonal).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.core import Array, Shape
+
+Initializer = Callable[..., Array]
+Mode = Literal["fan_in", "fan_out", "fan_avg"]
+Distribution = Literal["truncated_normal", "normal", "uniform"]
+
+_TRUNC_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
+
+
+def compute_fans(shape: Shape, in_axis: int = -2, out_axis: int = -1) -> tuple[float, float]:
+    """(fan_in, fan_out) of a kernel shape, with the receptive field of conv kernels."""
+    if len(shape) < 2:
+        raise ValueError(f"fans need a kernel of rank >= 2, got shape {tuple(shape)}")
+    in_size, out_size = shape[in_axis], shape[out_axis]
+    receptive = np.prod(shape) / (in_size * out_size)
+    return float(in_size * receptive), float(out_size * receptive)
+
+
+def variance_scaling(
+    scale: float, mode: Mode, distribution: Distribution, in_axis: int = -2, out_axis: int = -1
+) -> Initializer:
+    """Draw with Var[w] = scale / n, where n is fan_in, fan_out or (fan_in + fan_out)/2.
+
+    ``"uniform"`` samples U[−√(3 scale/n), √(3 scale/n)]; ``"normal"`` N(0, scale/n);
+    ``"truncated_normal"`` a normal truncated at two std, rescaled to variance scale/n.
+    """
+    if scale <= 0:
+        raise ValueError(f"variance_scaling needs scale > 0, got {scale}")
+    if mode not in ("fan_in", "fan_out", "fan_avg"):
+        raise ValueError(f"variance_scaling mode must be fan_in, fan_out or fan_avg, got {mode!r}")
+    if distribution not in ("truncated_normal", "normal", "uniform"):
+        raise ValueError(
+            f"variance_scaling distribution must be truncated_normal, normal or uniform, got {distribution!r}"
+        )
+
+    def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
+        shape = tuple(shape)
+        fan_in, fan_out = compute_fans(shape, in_axis, out_axis)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        variance = scale / n
+        if distribution == "truncated_normal":
+            std = np.sqrt(variance) / _TRUNC_STD
+            return (jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * std).astype(dtype)
+        if distribution == "normal":
+            return (jax.random.normal(key, shape, dtype) * np.sqrt(variance)).astype(dtype)
+        limit = np.sqrt(3 * variance)
+        return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+    return init
+
+
+def glorot_uniform() -> Initializer:
+    """Xavier/Glorot uniform: Var = 1/fan_avg = 2/(fan_in + fan_out)."""
+    return variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def glorot_normal() -> Initializer:
+    """Xavier/Glorot normal (truncated): Var = 2/(fan_in + fan_out)."""
+    return variance_scaling(1.0, "fan_avg", "truncated_normal")
+
+
+def he_uniform() -> Initializer:
+    """He/Kaiming uniform: Var = 2/fan_in."""
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+def he_normal() -> Initializer:
+    """He/Kaiming normal (truncated): Var = 2/fan_in."""
+    return variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+def lecun_uniform() -> Initializer:
+    """LeCun uniform: Var = 1/fan_in."""
+    return variance_scaling(1.0, "fan_in", "uniform")
+
+
+def lecun_normal() -> Initializer:
+    """LeCun normal (truncated): Var = 1/fan_in."""
+    return variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def leaky_he_normal(alpha: float = 0.01) -> Initializer:
+    """He normal for leaky ReLU of slope α: Var = 2 / ((1 + α²) fan_in) (He et al. 2015, eq. 15)."""
+    return variance_scaling(2.0 / (1.0 + alpha * alpha), "fan_in", "truncated_normal")
+
+
+def standard_uniform() -> Initializer:
+    """Glorot & Bengio's "standard" heuristic U[−1/√fan_in, 1/√fan_in]: Var = 1/(3 fan_in) (eq. 1)."""
+    return variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+xavier_uniform, xavier_normal = glorot_uniform, glorot_normal
+kaiming_uniform, kaiming_normal = he_uniform, he_normal
+
+
+def normal(stddev: float = 1e-2) -> Initializer:
+    """N(0, stddev²), independent of the fans."""
+
+    def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
+        return (jax.random.normal(key, tuple(shape), dtype) * stddev).astype(dtype)
+
+    return init
+
+
+def constant(value: float) -> Initializer:
+    """Every entry equal to ``value`` (Var = 0; breaks no symmetry)."""
+
+    def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
+        del key
+        return jnp.full(tuple(shape), value, dtype)
+
+    return init
+
+
+def zeros() -> Initializer:
+    """All zeros (Var = 0)."""
+    return constant(0.0)
+
+
+def ones() -> Initializer:
+    """All ones."""
+    return constant(1.0)
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
+    """A (semi-)orthogonal matrix times ``scale``: WᵀW = scale² I (or WWᵀ), via QR of a Gaussian.
+
+    Var = scale² / max(rows, cols) per entry. The sign of diag(R) is folded into Q so the draw is
+    Haar-distributed (Mezzadri 2007).
+    """
+
+    def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal needs a shape of rank >= 2, got {shape}")
+        n_cols = shape[column_axis]
+        n_rows = int(np.prod(shape)) // n_cols
+        a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
+        q, r = jnp.linalg.qr(a)
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        if n_rows < n_cols:
+            q = q.T
+        q = jnp.reshape(q, (n_rows, n_cols))
+        q = jnp.moveaxis(jnp.reshape(q, tuple(np.delete(shape, column_axis % len(shape))) + (n_cols,)), -1, column_axis)
+        return (scale * q).astype(dtype)
+
+    return init
+
+
+INITIALIZERS: dict[str, Callable[..., Initializer]] = {
+    "glorot_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "xavier_uniform": glorot_uniform,
+    "xavier_normal": glorot_normal,
+    "he_uniform": he_uniform,
+    "he_normal": he_normal,
+    "kaiming_uniform": he_uniform,
+    "kaiming_normal": he_normal,
+    "lecun_uniform": lecun_uniform,
+    "lecun_normal": lecun_normal,
+    "leaky_he_normal": leaky_he_normal,
+    "standard_uniform": standard_uniform,
+    "orthogonal": orthogonal,
+    "normal": normal,
+    "zeros": zeros,
+}
+
+
+def get(name: str, **kwargs) -> Initializer:
+    """The initializer called ``name`` (e.g. ``get("he_normal")``, ``get("normal", stddev=1.0)``)."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {name!r}; choose one of {', '.join(sorted(INITIALIZERS))}")
+    return INITIALIZERS[name](**kwargs)

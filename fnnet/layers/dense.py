@@ -1,0 +1,82 @@
+"""Dense (fully connected) and Flatten layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fnnet import initializers
+from fnnet.core import Array, Layer, ShapeError, check_input, prod, shape_str, shape_token, token_shape
+
+
+def Dense(
+    out_dim: int,
+    w_init: initializers.Initializer | None = None,
+    b_init: initializers.Initializer | None = None,
+    use_bias: bool = True,
+) -> Layer:
+    """y = x W + b, with x: (..., d_in), W: (d_in, out_dim), b: (out_dim,).
+
+    Leading axes of ``x`` beyond the last are all batch-like (e.g. (B, T, d_in) works).
+    Default init: W ~ Glorot normal (as ``stax.Dense``), b = 0.
+
+    Backward, with X and dY flattened to rows (n, d_in) and (n, out_dim):
+        dW = Xᵀ dY,   db = Σ_rows dY,   dx = dY Wᵀ.
+    """
+    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim <= 0:
+        raise ValueError(f"Dense needs a positive integer out_dim, got {out_dim!r}")
+    w_init = w_init or initializers.glorot_normal()
+    b_init = b_init or initializers.zeros()
+    name = f"Dense({out_dim})"
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        if len(in_shape) < 1:
+            raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        k_w, k_b = jax.random.split(key)
+        d_in = in_shape[-1]
+        params = {"W": w_init(k_w, (d_in, out_dim), dtype)}
+        if use_bias:
+            params["b"] = b_init(k_b, (out_dim,), dtype)
+        return tuple(in_shape[:-1]) + (out_dim,), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        W = params["W"]
+        check_input(name, x, (W.shape[0],), leading="...")
+        y = jnp.matmul(x, W)
+        if use_bias:
+            y = y + jnp.reshape(params["b"], (1,) * (x.ndim - 1) + (out_dim,))
+        return y, x
+
+    def backward(params, x: Array, dy: Array):
+        W = params["W"]
+        rows_x = jnp.reshape(x, (-1, W.shape[0]))
+        rows_dy = jnp.reshape(dy, (-1, out_dim))
+        grads = {"W": jnp.matmul(rows_x.T, rows_dy)}
+        if use_bias:
+            grads["b"] = jnp.sum(rows_dy, axis=0)
+        return grads, jnp.matmul(dy, W.T)
+
+    return Layer(init, forward, backward)
+
+
+def Flatten() -> Layer:
+    """(B, d1, d2, ...) -> (B, d1·d2·...). Backward: dx = reshape(dy, x.shape)."""
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key, dtype
+        return (prod(tuple(in_shape)),), ()
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del params, key, train
+        if jnp.ndim(x) < 1:
+            raise ShapeError(f"Flatten needs a batch axis, got a scalar of shape {shape_str(jnp.shape(x))}")
+        return jnp.reshape(x, (x.shape[0], -1)), shape_token(x.shape[1:], x.dtype)
+
+    def backward(params, token: Array, dy: Array):
+        del params
+        return (), jnp.reshape(dy, (dy.shape[0],) + token_shape(token))
+
+    return Layer(init, forward, backward)
