@@ -1,9 +1,9 @@
 """fnnet: the mathematics of neural-network training as pure JAX functions with hand-written backward rules.
 
-    import fnnet as fn
-    net = fn.serial(fn.Dense(64), fn.Relu(), fn.Dense(10))
-    _, params = net.init(jax.random.key(0), (40,))
-    loss, grads = fn.value_and_grad(net, fn.softmax_cross_entropy)(params, x, labels)
+import fnnet as fn
+net = fn.serial(fn.Dense(64), fn.Relu(), fn.Dense(10))
+_, params = net.init(jax.random.key(0), (40,))
+loss, grads = fn.value_and_grad(net, fn.softmax_cross_entropy)(params, x, labels)
 """
 
 from fnnet import activations, initializers, losses

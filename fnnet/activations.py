@@ -18,7 +18,7 @@ Ramachandran et al. 2017 (swish).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -30,7 +30,8 @@ mean.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +69,7 @@ class Layer(NamedTuple):
     init: Callable[..., tuple[Shape, Params]]
     forward: Callable[..., tuple[Array, Cache]]
     backward: Callable[[Params, Cache, Array], tuple[Params, Array]]
-    update_state: Optional[Callable[[Params, Cache], Params]] = None
+    update_state: Callable[[Params, Cache], Params] | None = None
 
 
 class Loss(NamedTuple):

@@ -10,7 +10,7 @@ batch axis of 1, yields per-example gradients::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 

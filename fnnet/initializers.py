@@ -15,7 +15,8 @@ LeCun et al. 1998, "Efficient BackProp" (LeCun); Saxe et al. 2014 (orthogonal).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -164,7 +165,9 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
         if n_rows < n_cols:
             q = q.T
         q = jnp.reshape(q, (n_rows, n_cols))
-        q = jnp.moveaxis(jnp.reshape(q, tuple(np.delete(shape, column_axis % len(shape))) + (n_cols,)), -1, column_axis)
+        q = jnp.moveaxis(
+            jnp.reshape(q, tuple(np.delete(shape, column_axis % len(shape))) + (n_cols,)), -1, column_axis
+        )
         return (scale * q).astype(dtype)
 
     return init

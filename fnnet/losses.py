@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnnet.core import Array, DTypeError, Loss, ShapeError, check_float, is_concrete, shape_str
 
@@ -77,7 +78,8 @@ def _one_hot_target(name: str, logits: Array, target: Array) -> Array:
                 f"{shape_str(jnp.shape(target))}; labels must have shape ({batch},)"
             )
         if is_concrete(target):
-            lo, hi = int(jnp.min(target)), int(jnp.max(target))
+            labels = np.asarray(target)
+            lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
             if lo < 0 or hi >= classes:
                 bad = lo if lo < 0 else hi
                 raise ValueError(

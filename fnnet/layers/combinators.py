@@ -78,7 +78,9 @@ def residual(layer: Layer) -> Layer:
     def forward(params, x: Array, *, key=None, train=True):
         fx, cache = layer.forward(params, x, key=key, train=train)
         if fx.shape != x.shape:
-            raise ShapeError(f"residual needs F to keep the shape, but F maps {shape_str(x.shape)} to {shape_str(fx.shape)}")
+            raise ShapeError(
+                f"residual needs F to keep the shape, but F maps {shape_str(x.shape)} to {shape_str(fx.shape)}"
+            )
         return x + fx, cache
 
     def backward(params, cache, dy: Array):
