@@ -1,0 +1,132 @@
+"""The ``fnnet`` command: ``fnnet check``, ``fnnet train``, ``fnnet bench``.
+
+Usage errors (unknown flags, bad values) exit 2 with one line on stderr; ``fnnet check`` exits 1
+when any catalog entry fails its bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from fnnet import catalog
+from fnnet.gradcheck import TOLERANCES, x64_available
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2, and no usage dump."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser(
+        "check",
+        help="check every hand-written rule against jax.grad and finite differences",
+        description=(
+            "Run the catalog's parity checks on the current backend and print one table: entry, dtype, "
+            "relative error vs autodiff, vs central finite differences (float64), adjoint identity, pass/fail. "
+            "Exits 1 if any entry fails."
+        ),
+    )
+    p.add_argument("--dtype", choices=["float32", "float64", "all"], default="all", help="dtype(s) to check")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--only", default=None, help="only entries whose name contains this text")
+    p.add_argument("--vmap", action="store_true", help="check under vmap as well as jit")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    backend = jax.default_backend()
+    dtypes = ["float32", "float64"] if args.dtype == "all" else [args.dtype]
+    notes = []
+    if "float64" in dtypes and not x64_available():
+        dtypes.remove("float64")
+        notes.append(f"float64 skipped: the {backend} backend has no float64")
+    entries = [e for e in catalog.entries() if args.only is None or args.only in e.name]
+    if not entries:
+        print(f"fnnet check: no catalog entry matches --only {args.only!r}", file=sys.stderr)
+        return 2
+    transforms = ["jit", "vmap"] if args.vmap else ["jit"]
+    rows = []
+    for entry in entries:
+        for dtype in dtypes:
+            for transform in transforms:
+                r = catalog.check_entry(entry, jnp.dtype(dtype), transform)
+                rows.append(
+                    dict(
+                        entry=entry.name,
+                        dtype=dtype,
+                        transform=transform,
+                        rel_autodiff=r.rel_autodiff,
+                        rel_fd=r.rel_fd,
+                        adjoint=r.dot_error,
+                        ok=r.ok,
+                        failures=r.failures,
+                    )
+                )
+                if not args.json:
+                    _print_row(rows[-1], first=len(rows) == 1)
+    failed = sum(not r["ok"] for r in rows)
+    summary = f"{len(rows) - failed}/{len(rows)} passed on {backend} ({jax.devices()[0].device_kind})"
+    if args.json:
+        bars = {d: TOLERANCES[d]._asdict() for d in dtypes}
+        print(json.dumps(dict(backend=backend, tolerances=bars, notes=notes, rows=rows, failed=failed), indent=1))
+    else:
+        for note in notes:
+            print(note)
+        print(summary)
+        print(
+            "bars: "
+            + "; ".join(f"{d} autodiff<={TOLERANCES[d].autodiff:.0e} FD<={TOLERANCES[d].fd:.0e}" for d in dtypes)
+        )
+    return 1 if failed else 0
+
+
+def _print_row(row: dict, first: bool) -> None:
+    if first:
+        print(f"{'entry':<34} {'dtype':<8} {'xform':<5} {'vs autodiff':>11} {'vs FD':>9} {'adjoint':>9}  result")
+    print(
+        f"{row['entry']:<34} {row['dtype']:<8} {row['transform']:<5} {row['rel_autodiff']:>11.1e} "
+        f"{row['rel_fd']:>9.1e} {row['adjoint']:>9.1e}  {'pass' if row['ok'] else 'FAIL ' + ','.join(row['failures'])}",
+        flush=True,
+    )
+
+
+# Subcommands implemented in their own modules: name -> module with add_parser(sub) and run(args).
+_PLUGINS = {"train": "fnnet.cli_train", "bench": "fnnet.bench"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(prog="fnnet", description="fnnet: hand-written backpropagation, checked against jax.grad.")
+    sub = parser.add_subparsers(dest="command", metavar="{check,train,bench}", parser_class=_Parser)
+    _add_check(sub)
+    runners = {"check": run_check}
+    for name, module in _PLUGINS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_parser(sub)
+        runners[name] = mod.run
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return runners[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
