@@ -1,0 +1,136 @@
+"""``python -m experiments``: run every experiment, write results/<name>/ and results/REPORT.md.
+
+    python -m experiments                  # quick preset of everything
+    python -m experiments --full           # the bigger settings (meant for a GPU host)
+    python -m experiments --only worked_example,activations
+    python -m experiments --out DIR --force --strict
+
+A rerun skips experiments already finished with the same config (``--force`` reruns them); an
+interrupted experiment resumes from its cached sweep points. A claim that does not hold never makes
+the runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from experiments import EXPERIMENTS
+from experiments._common import atomic_write_json, run_metadata, to_jsonable
+from experiments._report import write_report
+
+DONE = "done.json"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", action="store_true", help="run the full preset instead of quick")
+    p.add_argument("--preset", choices=["tiny", "quick", "full"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--force", action="store_true", help="rerun experiments that already finished")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any claim does not hold")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    args = p.parse_args(argv)
+    args.preset = args.preset or ("full" if args.full else "quick")
+    names = list(EXPERIMENTS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in EXPERIMENTS]
+        if unknown:
+            p.error(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    args.names = names
+    return args
+
+
+def config_hash(config) -> str:
+    blob = json.dumps(to_jsonable(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
+    """Run experiment ``name`` unless it already finished with this config; return its status row."""
+    module = importlib.import_module(f"experiments.{name}")
+    config = module.PRESETS[preset]
+    digest = config_hash(config)
+    out_dir = out / name
+    done = out_dir / DONE
+    if not force and done.exists():
+        status = json.loads(done.read_text())
+        if status.get("config_hash") == digest:
+            status["skipped"] = True
+            return status
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = module.run(config, out_dir)
+    seconds = time.perf_counter() - t0
+    metrics = {**run_metadata(config), "preset": preset, "metrics": result.metrics}
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "claims.json", result.claims)
+    atomic_write_json(out_dir / "timing.json", {"seconds": seconds, **result.timings})
+    status = {
+        "name": name,
+        "title": getattr(module, "TITLE", name),
+        "config_hash": digest,
+        "preset": preset,
+        "seconds": seconds,
+        "figures": to_jsonable(result.figures),
+        "claims": len(result.claims),
+        "holds": sum(bool(c.holds) for c in result.claims),
+    }
+    atomic_write_json(done, status)  # written last: its presence means the experiment finished
+    status["skipped"] = False
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        print("\n".join(EXPERIMENTS))
+        return 0
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"python -m experiments: error: cannot create --out {out}: {e.strerror}", file=sys.stderr)
+        return 2
+    statuses, failed = [], []
+    t_all = time.perf_counter()
+    for i, name in enumerate(args.names, 1):
+        print(f"[{i}/{len(args.names)}] {name} ...", end=" ", flush=True)
+        try:
+            status = run_one(name, args.preset, out, args.force)
+        except Exception as e:  # a bug in one experiment must not stop the others
+            print(f"FAILED: {type(e).__name__}: {e}", flush=True)
+            failed.append(name)
+            continue
+        statuses.append(status)
+        if status["skipped"]:
+            print(f"skipped (finished earlier in {status['seconds']:.1f} s)", flush=True)
+        else:
+            print(f"{status['seconds']:.1f} s, {status['holds']}/{status['claims']} claims hold", flush=True)
+    report = write_report(out, EXPERIMENTS)
+    total = time.perf_counter() - t_all
+    print(f"{report.n_claims} claims, {report.n_hold} hold; report: {out / 'REPORT.md'} ({total:.1f} s)")
+    if failed:
+        print(f"{len(failed)} experiment(s) raised an error: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if args.strict and report.n_hold < report.n_claims:
+        print(f"--strict: {report.n_claims - report.n_hold} claim(s) do not hold", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
