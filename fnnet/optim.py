@@ -21,7 +21,7 @@ The learning rate may be a Python float, a JAX scalar — also a *traced* one, w
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,7 @@ __all__ = [
     "sgd",
 ]
 
-ScalarOrSchedule = Union[float, Array, Callable[[Array], Array]]
+ScalarOrSchedule = float | Array | Callable[[Array], Array]
 chain = optax.chain
 
 
