@@ -5,6 +5,8 @@
 
 #: Every experiment, in report order. Each is a module ``experiments/<name>.py``.
 EXPERIMENTS: tuple[str, ...] = (
+    # the three-way checks of every rule (fnnet check)
+    "gradient_checks",
     # the texts' own material (issue: experiments runner)
     "activations",
     "backprop_cases",
