@@ -27,6 +27,7 @@ from fnnet.grad import (
     custom_vjp_value_and_grad,
     value_and_grad,
 )
+from fnnet.gradcheck import GradcheckReport, gradcheck
 from fnnet.layers import Dense, Flatten, residual, serial
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
 
@@ -52,6 +53,8 @@ __all__ = [
     "activations",
     "autodiff_value_and_grad",
     "binary_cross_entropy",
+    "gradcheck",
+    "GradcheckReport",
     "custom_vjp",
     "custom_vjp_loss",
     "custom_vjp_value_and_grad",
