@@ -38,7 +38,7 @@ def _add_check(sub) -> None:
     )
     p.add_argument("--dtype", choices=["float32", "float64", "all"], default="all", help="dtype(s) to check")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--only", default=None, help="only entries whose name contains this text")
+    p.add_argument("--only", default=None, help="only the entry of this name, or else those whose name contains it")
     p.add_argument("--vmap", action="store_true", help="check under vmap as well as jit")
 
 
@@ -49,7 +49,10 @@ def run_check(args: argparse.Namespace) -> int:
     if "float64" in dtypes and not x64_available():
         dtypes.remove("float64")
         notes.append(f"float64 skipped: the {backend} backend has no float64")
-    entries = [e for e in catalog.entries() if args.only is None or args.only in e.name]
+    entries = list(catalog.entries())
+    if args.only is not None:
+        exact = [e for e in entries if e.name == args.only]
+        entries = exact or [e for e in entries if args.only in e.name]
     if not entries:
         print(f"fnnet check: no catalog entry matches --only {args.only!r}", file=sys.stderr)
         return 2
