@@ -72,6 +72,8 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
             status["skipped"] = True
             return status
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # left by a run killed mid-write; never a finished file
+        stale.unlink()
     t0 = time.perf_counter()
     result = module.run(config, out_dir)
     seconds = time.perf_counter() - t0
