@@ -1,0 +1,407 @@
+"""The training loop: full-batch GD, SGD and mini-batch, one compiled ``lax.scan`` per epoch.
+
+API summary (``import fnnet as fn``)::
+
+    fn.train(layer, loss, params, data, *, optimizer, batch_size, epochs, key,
+             grad="manual", record="epoch", per_layer_grad_norms=False, test_data=None,
+             accuracy="auto", eval_train=True, eval_batch_size=None, mesh=None,
+             progress=True, resume=None, callback=None) -> TrainResult
+    fn.sweep(layer, loss, params, data, *, keys, optimizer=fn.optim.sgd, learning_rates=None,
+             batch_size, epochs, **same options) -> TrainResult   # every leaf has a leading K axis
+    fn.init_params(layer, in_shape, keys, dtype=float32) -> stacked params (K, ...)
+    fn.stack(trees) / fn.pick(result_or_tree, k)            # build / slice K-model pytrees
+    fn.evaluate(layer, loss, params, data, *, accuracy="auto", batch_size=None) -> (loss, accuracy)
+
+* ``data``/``test_data``: ``fn.data.Dataset(x, y)`` or any pair; x float (N, ...), y int32 labels (N,)
+  or float targets (N, k). ``batch_size`` B in [1, N]: B = N is full-batch gradient descent, B = 1
+  is SGD, anything else mini-batch. Each epoch draws a fresh permutation from the key and takes
+  ⌊N/B⌋ batches; the **remainder of N % B examples is dropped** for that epoch (a different random
+  subset each epoch), so every step has the same batch size and the same gradient-noise scale.
+* ``optimizer``: any optax ``GradientTransformation`` (``fn.optim.sgd(0.1, momentum=0.9)``,
+  ``optax.adam(1e-3)``, chains with clipping/weight decay). In ``sweep`` with ``learning_rates``, a
+  factory ``lr -> GradientTransformation`` called with a traced scalar (``fn.optim.sgd`` is one).
+* ``grad``: ``"manual"`` (the hand-written rules), ``"autodiff"`` (``jax.grad``) or ``"custom_vjp"``.
+  ``layer.update_state`` (batch-norm running statistics) is applied after every optimizer step.
+* One epoch is one jitted ``lax.scan`` over its steps; a Python loop over epochs shows a tqdm bar
+  (shown after 2 s; ``progress=False`` hides it) and stops early once every run has diverged.
+* Divergence: a step whose loss, gradient norm or updated params are not finite is not applied;
+  the run is frozen from then on, ``diverged`` is set and ``diverged_step`` is the number of
+  updates applied before it. Metrics after that point read NaN. Nothing raises.
+* ``TrainResult.history`` (per epoch, arrays (E,)): ``loss``/``accuracy``/``grad_norm`` — means over
+  the epoch's minibatches in training mode; ``layer_grad_norms`` (E, L) on request, one column per
+  top-level child with parameters (:func:`param_layers`); ``train_loss``/``train_accuracy`` on the
+  whole training set and ``test_loss``/``test_accuracy`` on ``test_data``, both in eval mode at the
+  end of the epoch; ``diverged`` (E,) bool. With ``record="step"``, ``step_history`` holds
+  ``loss``/``accuracy``/``grad_norm``/``layer_grad_norms`` per step (E·⌊N/B⌋,). ``accuracy`` is the
+  argmax accuracy for integer labels or one-hot targets with softmax cross-entropy, sign accuracy
+  with binary cross-entropy, absent for regression; pass a function ``(pred, y) -> fraction`` or None.
+* ``mesh`` (:func:`fnnet.parallel.data_mesh`): data-parallel SPMD; each batch is sharded over the
+  mesh's ``"data"`` axis, params are replicated, XLA inserts the gradient all-reduce.
+* ``resume``: a previous (partial) ``TrainResult``; training continues to ``epochs`` in total and the
+  result equals an uninterrupted run. ``callback(epoch, result_so_far)`` runs after each epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from fnnet.core import Array, Layer, Loss, Params
+from fnnet.data import Dataset, validate
+from fnnet.grad import GRAD_SOURCES
+from fnnet.optim import global_norm
+
+__all__ = ["TrainResult", "TrainState", "evaluate", "init_state", "make_epoch", "param_layers", "train"]
+
+RECORDS = ("epoch", "step")
+
+
+class TrainState(NamedTuple):
+    """Everything a run carries from one epoch to the next (a pytree: it jits, vmaps, checkpoints)."""
+
+    params: Params  # the model, as layer.init made it
+    opt_state: Any  # the optimizer's state pytree
+    key: Array  # () PRNG key: split once per epoch into the shuffle key and per-step layer keys
+    step: Array  # () int32: optimizer updates applied so far
+    diverged: Array  # () bool: a non-finite loss, gradient or update was met; the run is frozen
+    diverged_step: Array  # () int32: updates applied before the non-finite step; -1 if none
+
+
+class TrainResult(NamedTuple):
+    """The outcome of :func:`train` (or :func:`fnnet.sweep`, with a leading K axis everywhere)."""
+
+    params: Params  # final params (the last finite ones if the run diverged)
+    state: TrainState  # the full final state (resume from it)
+    history: dict[str, np.ndarray]  # per-epoch metrics, (E,) or (E, L); see the module docstring
+    step_history: dict[str, np.ndarray]  # per-step metrics with record="step", else {}
+    steps_per_epoch: int  # ⌊N / B⌋
+    wall_time: float  # seconds spent in the epoch loop (compilation included)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return np.asarray(self.state.diverged)
+
+    @property
+    def diverged_step(self) -> np.ndarray:
+        return np.asarray(self.state.diverged_step)
+
+
+def init_state(params: Params, optimizer: optax.GradientTransformation, key: Array) -> TrainState:
+    """The state before the first epoch: ``optimizer.init(params)``, step 0, not diverged."""
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        key=key,
+        step=jnp.zeros((), jnp.int32),
+        diverged=jnp.zeros((), bool),
+        diverged_step=jnp.full((), -1, jnp.int32),
+    )
+
+
+def param_layers(params: Params) -> list[int]:
+    """Indices of the top-level children that have parameters: the columns of ``layer_grad_norms``.
+
+    For ``serial(Dense, Relu, Dense)`` that is ``[0, 2]``. Params that are not a tuple/list count
+    one column per leaf.
+    """
+    if isinstance(params, (tuple, list)):
+        return [i for i, p in enumerate(params) if jax.tree_util.tree_leaves(p)]
+    return list(range(len(jax.tree_util.tree_leaves(params))))
+
+
+def _layer_norms(grads: Params) -> Array:
+    if isinstance(grads, (tuple, list)):
+        parts = [global_norm(grads[i]) for i in param_layers(grads)]
+    else:
+        parts = [jnp.sqrt(jnp.sum(jnp.square(g))) for g in jax.tree_util.tree_leaves(grads)]
+    return jnp.stack(parts) if parts else jnp.zeros((0,), jnp.float32)
+
+
+def _accuracy_fn(accuracy: Any, loss: Loss, y: Any) -> Callable | None:
+    if callable(accuracy) or accuracy is None or accuracy is False:
+        return accuracy or None
+    if accuracy != "auto":
+        raise ValueError(f"accuracy must be 'auto', None or a function (pred, y) -> fraction, got {accuracy!r}")
+    from fnnet.losses import binary_cross_entropy, softmax_cross_entropy
+
+    ydt = jnp.result_type(y)
+    if jnp.issubdtype(ydt, jnp.integer) and np.ndim(y) == 1:
+        return lambda pred, t: jnp.mean(jnp.argmax(pred, axis=-1) == t)
+    if loss is softmax_cross_entropy:
+        return lambda pred, t: jnp.mean(jnp.argmax(pred, axis=-1) == jnp.argmax(t, axis=-1))
+    if loss is binary_cross_entropy:
+        return lambda pred, t: jnp.mean((pred > 0) == (t > 0.5))
+    return None
+
+
+def _tree_where(c: Array, a: Any, b: Any) -> Any:
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
+
+
+def _all_finite(tree: Any) -> Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
+def _make_eval(layer: Layer, loss: Loss, acc_fn: Callable | None, batch_size: int | None):
+    """``(params, x, y) -> (mean loss, accuracy)`` in eval mode, in chunks of ``batch_size`` rows."""
+
+    def chunk(params, x, y):
+        pred, _ = layer.forward(params, x, key=None, train=False)
+        value, _ = loss.forward(pred, y)
+        acc = acc_fn(pred, y) if acc_fn else jnp.zeros((), value.dtype)
+        return value, acc.astype(value.dtype)
+
+    def run(params, x, y):
+        n = x.shape[0]
+        c = n if batch_size is None else min(batch_size, n)
+        full, rest = divmod(n, c)
+        head = (
+            jnp.reshape(x[: full * c], (full, c) + x.shape[1:]),
+            jnp.reshape(y[: full * c], (full, c) + y.shape[1:]),
+        )
+        values, accs = (
+            jax.lax.map(lambda xy: chunk(params, *xy), head) if full > 1 else chunk(params, *[h[0] for h in head])
+        )
+        total_v, total_a = jnp.sum(values) * c, jnp.sum(accs) * c
+        if rest:
+            v, a = chunk(params, x[full * c :], y[full * c :])
+            total_v, total_a = total_v + v * rest, total_a + a * rest
+        return total_v / n, total_a / n
+
+    return run
+
+
+def make_epoch(
+    layer: Layer,
+    loss: Loss,
+    optimizer: Callable[[Any], optax.GradientTransformation],
+    *,
+    num_examples: int,
+    batch_size: int,
+    grad: str = "manual",
+    record: str = "epoch",
+    per_layer_grad_norms: bool = False,
+    accuracy: Callable | None = None,
+    eval_train: bool = True,
+    eval_batch_size: int | None = None,
+    batch_sharding: Any = None,
+) -> Callable:
+    """The pure epoch function ``(state, data, test_data, lr) -> (state, metrics, step_metrics)``.
+
+    ``optimizer`` is a factory ``lr -> GradientTransformation`` (``lr`` may be traced, or None).
+    :func:`train` jits it; :func:`fnnet.sweep` jits its vmap. Use it to build your own loops.
+    """
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+    vg = GRAD_SOURCES[grad](layer, loss, has_aux=True)
+    steps = num_examples // batch_size
+    evaluate_ = _make_eval(layer, loss, accuracy, eval_batch_size)
+
+    def epoch(state: TrainState, data: Dataset, test_data: Dataset | None, lr: Any = None):
+        opt = optimizer(lr)
+        x, y = data
+        key, k_perm, k_steps = jax.random.split(state.key, 3)
+        if batch_size == num_examples:
+            idx = jnp.zeros((1, 0), jnp.int32)  # full batch: no gather, order is irrelevant
+        else:
+            idx = jax.random.permutation(k_perm, num_examples)[: steps * batch_size].reshape(steps, batch_size)
+
+        def step(carry, inp):
+            params, opt_state, diverged, div_step, count = carry
+            batch_idx, k = inp
+            xb, yb = (x, y) if batch_size == num_examples else (x[batch_idx], y[batch_idx])
+            if batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+                yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+            (value, (pred, cache)), grads = vg(params, xb, yb, key=k, train=True)
+            gnorm = global_norm(grads)
+            updates, new_opt = opt.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            if layer.update_state is not None:
+                new_params = layer.update_state(new_params, cache)
+            finite = jnp.isfinite(value) & jnp.isfinite(gnorm) & _all_finite(new_params)
+            live = ~diverged & finite
+            nan = jnp.full((), jnp.nan, jnp.result_type(value))
+            metrics = {"loss": jnp.where(diverged, nan, value), "grad_norm": jnp.where(diverged, nan, gnorm)}
+            if accuracy is not None:
+                metrics["accuracy"] = jnp.where(diverged, nan, accuracy(pred, yb).astype(nan.dtype))
+            if per_layer_grad_norms:
+                metrics["layer_grad_norms"] = jnp.where(diverged, nan, _layer_norms(grads))
+            carry = (
+                _tree_where(live, new_params, params),
+                _tree_where(live, new_opt, opt_state),
+                diverged | ~finite,
+                jnp.where(~diverged & ~finite, count, div_step),
+                count + live.astype(count.dtype),
+            )
+            return carry, metrics
+
+        carry0 = (state.params, state.opt_state, state.diverged, state.diverged_step, state.step)
+        inputs = (idx, jax.random.split(k_steps, steps))
+        (params, opt_state, diverged, div_step, count), per_step = jax.lax.scan(step, carry0, inputs)
+        metrics = {k: jnp.mean(v, axis=0) for k, v in per_step.items()}
+        nan = jnp.full((), jnp.nan, metrics["loss"].dtype)
+        for prefix, ds in (("train", data if eval_train else None), ("test", test_data)):
+            if ds is not None:
+                v, a = evaluate_(params, *ds)
+                metrics[f"{prefix}_loss"] = jnp.where(diverged, nan, v)
+                if accuracy is not None:
+                    metrics[f"{prefix}_accuracy"] = jnp.where(diverged, nan, a)
+        metrics["diverged"] = diverged
+        new_state = TrainState(params, opt_state, jnp.where(diverged, state.key, key), count, diverged, div_step)
+        return new_state, metrics, (per_step if record == "step" else {})
+
+    return epoch
+
+
+def evaluate(
+    layer: Layer, loss: Loss, params: Params, data: Any, *, accuracy: Any = "auto", batch_size: int | None = None
+) -> tuple[float, float | None]:
+    """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode."""
+    ds = validate(data, "data")
+    acc_fn = _accuracy_fn(accuracy, loss, ds.y)
+    v, a = jax.jit(_make_eval(layer, loss, acc_fn, batch_size))(params, jnp.asarray(ds.x), jnp.asarray(ds.y))
+    return float(v), (float(a) if acc_fn else None)
+
+
+def check_options(data: Any, test_data: Any, batch_size: Any, epochs: Any, record: str, grad: str):
+    """Validate the shared options of :func:`train` and :func:`fnnet.sweep`; returns the datasets."""
+    data = validate(data, "data")
+    test_data = None if test_data is None else validate(test_data, "test_data")
+    n = int(np.shape(data.x)[0])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be an integer in [1, {n}] (the number of examples), got {batch_size!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    if record not in RECORDS:
+        raise ValueError(f"record must be 'epoch' or 'step', got {record!r}")
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+    as_jax = lambda ds: None if ds is None else Dataset(jnp.asarray(ds.x), jnp.asarray(ds.y))  # noqa: E731
+    return as_jax(data), as_jax(test_data)
+
+
+def run_epochs(epoch_fn, state, lr, data, test_data, *, epochs, start, prior, steps, progress, callback, desc):
+    """Call the compiled epoch ``epochs - start`` times; stack histories; NaN-fill after divergence."""
+    hist, shist = [], []
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, epochs), desc=desc, unit="epoch", disable=not progress, delay=2.0, leave=False)
+    result = None
+    for e in bar:
+        state, m, sm = epoch_fn(state, data, test_data, lr)
+        hist.append(m)
+        shist.append(sm)
+        diverged = np.asarray(m["diverged"])  # one host sync per epoch: also paces the progress bar
+        shown = np.where(diverged, np.nan, np.asarray(m["loss"]))
+        bar.set_postfix(loss=f"{np.nanmean(shown):.4g}" if not diverged.all() else "nan", diverged=int(diverged.sum()))
+        if callback is not None or bool(diverged.all()):
+            result = _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, epochs, e + 1)
+            if callback is not None:
+                callback(e, result)
+            if bool(diverged.all()):
+                break
+    bar.close()
+    return _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, epochs, epochs)
+
+
+def _assemble(state, prior, hist, shist, steps, wall, epochs, upto):
+    """A TrainResult whose histories cover ``upto`` epochs: prior + new, NaN after an early stop."""
+    lead = np.ndim(state.step)  # 0 for one run, 1 for a sweep (K runs first)
+    h = _join(prior.history if prior else {}, hist, upto, lead, stack=True)
+    sh = _join(prior.step_history if prior else {}, [r for r in shist if r], upto * steps, lead, stack=False)
+    return TrainResult(state.params, state, h, sh, steps, wall + (prior.wall_time if prior else 0.0))
+
+
+def _join(prior: dict, rows: list[dict], length: int, lead: int, *, stack: bool) -> dict:
+    """Prior arrays + new rows along axis ``lead``, padded to ``length`` with NaN (True for flags)."""
+    out = {}
+    for k in rows[0].keys() if rows else prior.keys():
+        new = [np.asarray(r[k]) for r in rows]
+        parts = ([np.asarray(prior[k])] if k in prior else []) + ([np.stack(new, axis=lead)] if stack and new else new)
+        arr = np.concatenate(parts, axis=lead)
+        missing = length - arr.shape[lead]
+        if missing > 0:  # stopped early because every run diverged
+            pad = list(arr.shape)
+            pad[lead] = missing
+            arr = np.concatenate([arr, np.full(pad, True if arr.dtype == bool else np.nan, arr.dtype)], axis=lead)
+        out[k] = arr
+    return out
+
+
+def train(
+    layer: Layer,
+    loss: Loss,
+    params: Params,
+    data: Any,
+    *,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    epochs: int,
+    key: Array,
+    grad: str = "manual",
+    record: str = "epoch",
+    per_layer_grad_norms: bool = False,
+    test_data: Any = None,
+    accuracy: Any = "auto",
+    eval_train: bool = True,
+    eval_batch_size: int | None = None,
+    mesh: Any = None,
+    progress: bool = True,
+    resume: TrainResult | None = None,
+    callback: Callable[[int, TrainResult], None] | None = None,
+) -> TrainResult:
+    """Train ``layer`` with ``loss`` on ``data`` for ``epochs`` epochs of ⌊N/B⌋ steps each.
+
+    Each step: (L, g) = value_and_grad over a batch (by the chosen ``grad`` source);
+    (u, s) = optimizer.update(g, s, θ); θ ← θ + u; θ ← layer.update_state(θ, cache) if present.
+    See the module docstring for the regimes, the records and divergence.
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")
+    data, test_data = check_options(data, test_data, batch_size, epochs, record, grad)
+    n = int(data.x.shape[0])
+    sharding = None
+    if mesh is not None:
+        from fnnet.parallel import batch_sharding, replicate
+
+        sharding = batch_sharding(mesh, batch_size)
+        params = replicate(params, mesh)
+        data = replicate(data, mesh)
+        test_data = None if test_data is None else replicate(test_data, mesh)
+    epoch_fn = make_epoch(
+        layer,
+        loss,
+        lambda lr: optimizer,
+        num_examples=n,
+        batch_size=batch_size,
+        grad=grad,
+        record=record,
+        per_layer_grad_norms=per_layer_grad_norms,
+        accuracy=_accuracy_fn(accuracy, loss, data.y),
+        eval_train=eval_train,
+        eval_batch_size=eval_batch_size,
+        batch_sharding=sharding,
+    )
+    state = resume.state if resume is not None else init_state(params, optimizer, key)
+    start = len(resume.history["loss"]) if resume is not None else 0
+    return run_epochs(
+        jax.jit(epoch_fn),
+        state,
+        None,
+        data,
+        test_data,
+        epochs=epochs,
+        start=start,
+        prior=resume,
+        steps=n // batch_size,
+        progress=progress,
+        callback=callback,
+        desc="train",
+    )
