@@ -28,20 +28,41 @@ from fnnet.grad import (
     value_and_grad,
 )
 from fnnet.gradcheck import GradcheckReport, gradcheck
-from fnnet.layers import Dense, Flatten, residual, serial
+from fnnet.layers import (
+    LSTM,
+    RNN,
+    AvgPool,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    LayerNorm,
+    MaxPool,
+    residual,
+    serial,
+)
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AvgPool",
+    "BatchNorm",
+    "Conv2D",
     "DTypeError",
     "Dense",
+    "Dropout",
     "Flatten",
     "Gelu",
     "Identity",
+    "LSTM",
     "Layer",
+    "LayerNorm",
     "LeakyRelu",
     "Loss",
+    "MaxPool",
+    "RNN",
     "Relu",
     "ShapeError",
     "Sigmoid",

@@ -1,0 +1,65 @@
+"""Dropout: inverted dropout, where ``rate`` is the probability of **dropping** a unit.
+
+Conventions differ between libraries, so mind the argument:
+
+* fnnet, flax (``nn.Dropout(rate)``), equinox (``Dropout(p)``), Keras and PyTorch (``p``): the
+  probability of **dropping** (zeroing) each unit. ``Dropout(0.1)`` keeps 90 %.
+* ``jax.example_libraries.stax.Dropout(rate)``: the probability of **keeping** a unit.
+  stax's ``Dropout(0.9)`` is fnnet's ``Dropout(0.1)``.
+
+Reference: Srivastava et al. 2014, "Dropout: a simple way to prevent neural networks from
+overfitting", sec. 4 (here in the inverted form, scaled at training time so evaluation is the identity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fnnet.core import Array, Layer, check_float
+
+
+def Dropout(rate: float) -> Layer:
+    """Inverted dropout: y = m ⊙ x / (1 − rate), m_i ~ Bernoulli(1 − rate) i.i.d., in training.
+
+    ``rate`` ∈ [0, 1) is the **drop** probability (stax uses a keep probability; module docstring).
+    Training (``train=True``) needs a PRNG ``key``; the mask is drawn from it, so the same key gives
+    the same mask. E[y] = x, so evaluation (``train=False``) is the identity: y = x.
+    No parameters.
+
+    Backward reuses the mask: dx = m ⊙ dy / (1 − rate) in training, dx = dy in evaluation.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(
+            f"Dropout needs a drop rate in [0, 1), got {rate!r}; rate is the probability of dropping a "
+            f"unit (stax's Dropout takes the keep probability instead)"
+        )
+    name = f"Dropout({rate})"
+    keep = 1.0 - float(rate)
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key, dtype
+        return tuple(in_shape), ()
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del params
+        check_float(name, x)
+        if not train:
+            return x, ()
+        if key is None:
+            raise ValueError(
+                f"{name} needs a PRNG key in training: forward(params, x, key=jax.random.key(0)); "
+                f"pass train=False for evaluation"
+            )
+        mask = jax.random.bernoulli(key, keep, jnp.shape(x))
+        return jnp.where(mask, x / keep, jnp.zeros((), x.dtype)), mask
+
+    def backward(params, mask, dy: Array):
+        del params
+        if isinstance(mask, tuple):  # evaluation: the identity
+            return (), dy
+        return (), jnp.where(mask, dy / keep, jnp.zeros((), dy.dtype))
+
+    return Layer(init, forward, backward)

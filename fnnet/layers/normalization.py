@@ -1,0 +1,196 @@
+"""BatchNorm and LayerNorm: normalize, then scale by γ and shift by β, with the compact backward.
+
+Both compute, over a set of m entries that share a mean (the reduced axes),
+    μ = (1/m) Σ x,   σ² = (1/m) Σ (x − μ)²   (biased: divided by m),
+    x̂ = (x − μ) / √(σ² + ε),   y = γ ⊙ x̂ + β,
+and both use the compact backward (Ioffe & Szegedy 2015, sec. 3, simplified), with dx̂ = dy ⊙ γ:
+    dγ = Σ dy ⊙ x̂,   dβ = Σ dy   (sums over every axis but the features),
+    dx = (1 / (m √(σ² + ε))) · (m dx̂ − Σ dx̂ − x̂ Σ (dx̂ ⊙ x̂))   (sums over the m entries).
+
+BatchNorm reduces over every axis but the last (the batch of a Dense input; batch and space of an
+NHWC image); LayerNorm reduces over the last axis of each example (Ba et al. 2016).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from fnnet.core import Array, Layer, ShapeError, check_input, shape_str
+
+
+def _check_eps(name: str, eps: float) -> None:
+    if not eps > 0:
+        raise ValueError(f"{name} needs eps > 0, got {eps}")
+
+
+def _row(v: Array, ndim: int) -> Array:
+    """A (C,) vector shaped to broadcast over the last axis of a rank-``ndim`` array."""
+    return jnp.reshape(v, (1,) * (ndim - 1) + (-1,))
+
+
+def _normalize(x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, Array, Array, Array]:
+    """(x̂, 1/√(σ² + ε), μ, σ²) over ``axes``, with keepdims so they broadcast against x."""
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
+    var = jnp.mean(centered * centered, axis=axes, keepdims=True)
+    inv = 1.0 / jnp.sqrt(var + eps)
+    return centered * inv, inv, mean, var
+
+
+def _normalize_backward(xhat: Array, inv: Array, dxhat: Array, axes: tuple[int, ...]) -> Array:
+    """dx = (inv/m)(m dx̂ − Σ dx̂ − x̂ Σ dx̂ ⊙ x̂), the sums over the m entries of ``axes``."""
+    m = 1
+    for a in axes:
+        m *= xhat.shape[a]
+    s1 = jnp.sum(dxhat, axis=axes, keepdims=True)
+    s2 = jnp.sum(dxhat * xhat, axis=axes, keepdims=True)
+    return (inv / m) * (m * dxhat - s1 - xhat * s2)
+
+
+def _affine_grads(xhat: Array, dy: Array) -> tuple[Array, Array]:
+    """(dγ, dβ) = (Σ dy ⊙ x̂, Σ dy) over every axis but the last."""
+    axes = tuple(range(dy.ndim - 1))
+    return jnp.sum(dy * xhat, axis=axes), jnp.sum(dy, axis=axes)
+
+
+def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
+    """Batch normalization over every axis but the last (features): x (B, ..., C) -> y of the same shape.
+
+    params = {"gamma": (C,) = 1, "beta": (C,) = 0, "mean": (C,) = 0, "var": (C,) = 1}; ``mean`` and
+    ``var`` are the running statistics, non-trainable buffers kept in params.
+
+    * ``train=True``: normalizes with the batch statistics μ_B and the **biased** σ²_B (÷ m, m = the
+      number of entries per feature, B·H·W for images). The running buffers are not read; their
+      gradient is 0. Needs m ≥ 2.
+    * ``train=False``: normalizes with the running ``mean`` and ``var``: x̂ = (x − mean)/√(var + ε).
+    * ``update_state(params, cache)`` (after a training forward) returns new params with
+          mean ← momentum · mean + (1 − momentum) · μ_B,
+          var  ← momentum · var  + (1 − momentum) · σ²_B · m/(m − 1)   (**unbiased**, as PyTorch);
+      γ, β unchanged. After an evaluation forward it returns params unchanged. momentum = 0.9 is
+      PyTorch's default (its ``momentum=0.1`` weighs the *new* batch); ε = 1e-5 as PyTorch and flax.
+
+    Backward, training (compact form; module docstring): dγ = Σ dy x̂, dβ = Σ dy,
+        dx = (1/(m√(σ²_B + ε)))(m dx̂ − Σ dx̂ − x̂ Σ dx̂ x̂),   dx̂ = dy γ,   d mean = d var = 0.
+    Backward, evaluation (the statistics are constants of x): dγ = Σ dy x̂, dβ = Σ dy,
+        dx = dy γ / √(var + ε),   d mean = −Σ dx,   d var = −½ (var + ε)^{-1} Σ dx̂ x̂ / √(var + ε).
+
+    References: Ioffe & Szegedy 2015, Algorithm 1-2 (training and inference); PyTorch's
+    ``BatchNorm`` docs (unbiased running variance).
+    """
+    if not 0 <= momentum < 1:
+        raise ValueError(f"BatchNorm needs 0 <= momentum < 1, got {momentum}")
+    _check_eps("BatchNorm", eps)
+    name = "BatchNorm()"
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key
+        if len(in_shape) < 1:
+            raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        c = in_shape[-1]
+        params = {
+            "gamma": jnp.ones((c,), dtype),
+            "beta": jnp.zeros((c,), dtype),
+            "mean": jnp.zeros((c,), dtype),
+            "var": jnp.ones((c,), dtype),
+        }
+        return tuple(in_shape), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key
+        gamma = params["gamma"]
+        check_input(name, x, (gamma.shape[0],), leading="...")
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            m = x.size // gamma.shape[0]
+            if m < 2:
+                raise ShapeError(
+                    f"{name} in training needs at least 2 values per feature to estimate a variance, "
+                    f"got inputs of shape {shape_str(x.shape)}; use train=False or a larger batch"
+                )
+            xhat, inv, mean, var = _normalize(x, axes, eps)
+            cache = {
+                "xhat": xhat,
+                "inv": inv,
+                "batch_mean": jnp.reshape(mean, (-1,)),
+                "batch_var": jnp.reshape(var, (-1,)),
+            }
+        else:
+            inv = _row(1.0 / jnp.sqrt(params["var"] + eps), x.ndim)
+            xhat = (x - _row(params["mean"], x.ndim)) * inv
+            cache = {"xhat": xhat, "inv": inv}
+        return _row(gamma, x.ndim) * xhat + _row(params["beta"], x.ndim), cache
+
+    def backward(params, cache, dy: Array):
+        xhat, inv = cache["xhat"], cache["inv"]
+        dgamma, dbeta = _affine_grads(xhat, dy)
+        dxhat = dy * _row(params["gamma"], dy.ndim)
+        axes = tuple(range(dy.ndim - 1))
+        if "batch_mean" in cache:  # training
+            dx = _normalize_backward(xhat, inv, dxhat, axes)
+            dmean, dvar = jnp.zeros_like(params["mean"]), jnp.zeros_like(params["var"])
+        else:
+            dx = dxhat * inv
+            dmean = -jnp.sum(dx, axis=axes)
+            inv_c = jnp.reshape(inv, (-1,))
+            dvar = -0.5 * inv_c * inv_c * jnp.sum(dxhat * xhat, axis=axes)
+        return {"gamma": dgamma, "beta": dbeta, "mean": dmean, "var": dvar}, dx
+
+    def update_state(params, cache):
+        if "batch_mean" not in cache:  # an evaluation forward carries no batch statistics
+            return params
+        m = cache["xhat"].size // cache["batch_mean"].shape[0]
+        unbiased = cache["batch_var"] * (m / (m - 1))
+        new = dict(params)
+        new["mean"] = momentum * params["mean"] + (1 - momentum) * cache["batch_mean"]
+        new["var"] = momentum * params["var"] + (1 - momentum) * unbiased
+        return new
+
+    return Layer(init, forward, backward, update_state)
+
+
+def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
+    """Layer normalization over the last axis of each example: x (..., d) -> y of the same shape.
+
+    μ, σ² (biased, ÷ d) per example over the d features; y = γ x̂ + β, params = {"gamma": (d,) = 1,
+    "beta": (d,) = 0}, or y = x̂ and params ``()`` when ``use_affine=False``. The same in training and
+    evaluation; no state. ε = 1e-5 as PyTorch and flax.
+
+    Backward (m = d, sums over the last axis): dγ = Σ_rows dy x̂, dβ = Σ_rows dy,
+        dx = (1/(d√(σ² + ε)))(d dx̂ − Σ dx̂ − x̂ Σ dx̂ x̂),   dx̂ = dy γ.
+
+    Reference: Ba, Kiros & Hinton 2016, eq. 4.
+    """
+    _check_eps("LayerNorm", eps)
+    name = "LayerNorm()"
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key
+        if len(in_shape) < 1:
+            raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        d = in_shape[-1]
+        params = {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)} if use_affine else ()
+        return tuple(in_shape), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        if use_affine:
+            check_input(name, x, (params["gamma"].shape[0],), leading="...")
+        else:
+            check_input(name, x, (None,), leading="...")
+        xhat, inv, _, _ = _normalize(x, (x.ndim - 1,), eps)
+        y = _row(params["gamma"], x.ndim) * xhat + _row(params["beta"], x.ndim) if use_affine else xhat
+        return y, {"xhat": xhat, "inv": inv}
+
+    def backward(params, cache, dy: Array):
+        xhat, inv = cache["xhat"], cache["inv"]
+        if use_affine:
+            dgamma, dbeta = _affine_grads(xhat, dy)
+            grads = {"gamma": dgamma, "beta": dbeta}
+            dxhat = dy * _row(params["gamma"], dy.ndim)
+        else:
+            grads, dxhat = (), dy
+        return grads, _normalize_backward(xhat, inv, dxhat, (dy.ndim - 1,))
+
+    return Layer(init, forward, backward)

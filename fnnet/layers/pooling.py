@@ -1,0 +1,160 @@
+"""MaxPool and AvgPool over the spatial axes of NHWC inputs, with window and stride.
+
+Both read the input as windows: with x padded, window (i, j) holds the k_h·k_w pixels
+x[b, i·s_h + p, j·s_w + q, c] for p < k_h, q < k_w, numbered n = p·k_w + q (row-major order).
+
+* MaxPool:  y[b,i,j,c] = max_n window_n.   Backward routes each dy to the arg-max:
+  dx[b, i·s_h + p*, j·s_w + q*, c] += dy[b,i,j,c], with n* = p*·k_w + q* the arg-max.
+  **Tie rule**: when several pixels of a window share the maximum, the *first* of them in row-major
+  window order (top row first, left to right within a row — the order of ``jnp.argmax``) receives the
+  whole gradient and the others receive 0. The forward picks its value with that same index, so
+  ``jax.grad`` of this forward follows the same rule (``jax.grad`` of ``jnp.max`` would instead split
+  a tie evenly). Overlapping windows (stride < window) add up at a pixel that is the max of several.
+* AvgPool:  y[b,i,j,c] = (1/N_ij) Σ_n window_n.   Backward spreads each dy evenly:
+  dx[b, i·s_h + p, j·s_w + q, c] += dy[b,i,j,c] / N_ij for every pixel of the window.
+  N_ij counts the *real* (unpadded) pixels of the window: k_h·k_w with 'VALID', fewer at the borders
+  with 'SAME' (as ``stax.AvgPool`` and TensorFlow; PyTorch's default ``count_include_pad=True`` differs).
+
+Padding is 'VALID' (none) or 'SAME' (H' = ⌈H/s⌉, TensorFlow's split); MaxPool pads with −∞.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from fnnet.core import Array, Layer, ShapeError, check_input, shape_str, shape_token, token_shape
+from fnnet.layers.conv import Pair, _pair, explicit_pads, out_size
+
+
+def _check_padding(name: str, padding: Any) -> str:
+    if not isinstance(padding, str) or padding.upper() not in ("VALID", "SAME"):
+        raise ValueError(f"{name} padding must be 'VALID' or 'SAME', got {padding!r}")
+    return padding.upper()
+
+
+def _geometry(name: str, in_hw: Pair, window: Pair, stride: Pair, padding: str) -> tuple[tuple[Pair, Pair], Pair]:
+    pads = explicit_pads(in_hw, window, stride, (1, 1), padding)
+    outs = tuple(out_size(n, k, s, 1, *p) for n, k, s, p in zip(in_hw, window, stride, pads))
+    if min(outs) < 1:
+        raise ShapeError(
+            f"{name} with window {window} and {padding} padding needs an input of at least "
+            f"that size, got spatial size {shape_str(in_hw)}"
+        )
+    return pads, outs  # type: ignore[return-value]
+
+
+def _windows(xp: Array, window: Pair, stride: Pair, outs: Pair) -> Array:
+    """(B, H', W', k_h·k_w, C): window n = p·k_w + q of every output pixel, from the padded input."""
+    (kh, kw), (sh, sw), (oh, ow) = window, stride, outs
+    views = [
+        xp[:, p : p + (oh - 1) * sh + 1 : sh, q : q + (ow - 1) * sw + 1 : sw, :] for p in range(kh) for q in range(kw)
+    ]
+    return jnp.stack(views, axis=3)
+
+
+def _scatter_windows(dwin: Array, padded_hw: Pair, window: Pair, stride: Pair) -> Array:
+    """The transpose of :func:`_windows`: add each window's gradient back onto the padded input."""
+    (kh, kw), (sh, sw) = window, stride
+    b, oh, ow, _, c = dwin.shape
+    dxp = jnp.zeros((b,) + tuple(padded_hw) + (c,), dwin.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            rows, cols = slice(p, p + (oh - 1) * sh + 1, sh), slice(q, q + (ow - 1) * sw + 1, sw)
+            dxp = dxp.at[:, rows, cols, :].add(dwin[:, :, :, p * kw + q, :])
+    return dxp
+
+
+def _crop(dxp: Array, pads: tuple[Pair, Pair]) -> Array:
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    return dxp[:, lo_h : dxp.shape[1] - hi_h, lo_w : dxp.shape[2] - hi_w, :]
+
+
+def _make(kind: str, window_shape: int | Pair, stride: int | Pair | None, padding: str):
+    name = f"{kind}({window_shape})"
+    window = _pair(name, "window_shape", window_shape)
+    strides = window if stride is None else _pair(name, "stride", stride)
+    padding = _check_padding(name, padding)
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key, dtype
+        if len(in_shape) != 3:
+            raise ShapeError(f"{name} needs input shape (height, width, channels), got {shape_str(in_shape)}")
+        _, outs = _geometry(name, tuple(in_shape[:2]), window, strides, padding)
+        return outs + (in_shape[2],), ()
+
+    def prepare(x: Array, fill: float):
+        check_input(name, x, (None, None, None))
+        pads, outs = _geometry(name, x.shape[1:3], window, strides, padding)
+        xp = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), constant_values=fill)
+        return _windows(xp, window, strides, outs), pads
+
+    return name, window, strides, padding, init, prepare
+
+
+def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padding: str = "VALID") -> Layer:
+    """y = max over each k_h × k_w window (stride defaults to the window). (B, H, W, C) -> (B, H', W', C).
+
+    Backward: dx gets dy at the arg-max of each window, 0 elsewhere; ties go wholly to the first max in
+    row-major window order (module docstring).
+    """
+    name, window, strides, padding, init, prepare = _make("MaxPool", window_shape, stride, padding)
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del params, key, train
+        win, _ = prepare(x, -jnp.inf)
+        idx = jnp.argmax(win, axis=3)  # first max in row-major window order
+        y = jnp.take_along_axis(win, idx[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+        return y, (idx, shape_token(x.shape, x.dtype))
+
+    def backward(params, cache, dy: Array):
+        del params
+        idx, token = cache
+        x_shape = token_shape(token)
+        pads, _ = _geometry(name, x_shape[1:3], window, strides, padding)
+        onehot = jnp.arange(window[0] * window[1]).reshape(1, 1, 1, -1, 1) == idx[:, :, :, None, :]
+        dwin = jnp.where(onehot, dy[:, :, :, None, :], jnp.zeros((), dy.dtype))
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:3], pads))
+        return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
+
+    return Layer(init, forward, backward)
+
+
+def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padding: str = "VALID") -> Layer:
+    """y = mean over each window of real pixels (stride defaults to the window). (B,H,W,C) -> (B,H',W',C).
+
+    Backward: dx[pixel] = Σ over the windows w that hold it of dy_w / N_w (N_w = real pixels in w).
+    """
+    name, window, strides, padding, init, prepare = _make("AvgPool", window_shape, stride, padding)
+
+    def counts(in_hw: Pair, dtype: Any) -> tuple[Array, tuple[Pair, Pair]]:
+        """N_ij as a (1, H', W', 1) array: the number of unpadded pixels in window (i, j)."""
+        pads, outs = _geometry(name, in_hw, window, strides, padding)
+        ones = np.pad(np.ones(in_hw), pads)
+        n = sum(
+            ones[
+                p : p + (outs[0] - 1) * strides[0] + 1 : strides[0], q : q + (outs[1] - 1) * strides[1] + 1 : strides[1]
+            ]
+            for p in range(window[0])
+            for q in range(window[1])
+        )
+        return jnp.asarray(n, dtype).reshape((1,) + tuple(outs) + (1,)), pads
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del params, key, train
+        win, _ = prepare(x, 0.0)
+        n, _ = counts(x.shape[1:3], x.dtype)
+        return jnp.sum(win, axis=3) / n, shape_token(x.shape, x.dtype)
+
+    def backward(params, token: Array, dy: Array):
+        del params
+        x_shape = token_shape(token)
+        n, pads = counts(x_shape[1:3], dy.dtype)
+        share = dy / n
+        dwin = jnp.broadcast_to(share[:, :, :, None, :], share.shape[:3] + (window[0] * window[1],) + share.shape[3:])
+        padded = tuple(d + lo + hi for d, (lo, hi) in zip(x_shape[1:3], pads))
+        return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
+
+    return Layer(init, forward, backward)

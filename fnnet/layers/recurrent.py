@@ -1,0 +1,316 @@
+"""Recurrent layers, RNN (Elman) and LSTM, with backpropagation through time written by hand.
+
+Inputs are batch first, x: (B, T, d_in); the initial state is zero. The forward is a ``lax.scan``
+over time; the backward is a reverse ``lax.scan`` that carries the gradient flowing into the hidden
+state from the future and sums the gradients of the shared W, U, b over the steps (BPTT).
+``return_sequences=True`` returns every hidden state (B, T, H); False (the default, as in Keras)
+only the last one, h_T: (B, H).
+
+:func:`hidden_jacobian_norms` gives ‖∂h_T/∂h_k‖ for every k from the same backward recursion, to
+plot vanishing and exploding gradients over time.
+
+References: Elman 1990 (the simple recurrent network); Werbos 1990 (BPTT); Hochreiter &
+Schmidhuber 1997 and Gers et al. 2000 (LSTM with forget gate); Pascanu et al. 2013, eq. 3-7
+(∂h_T/∂h_k as a product of Jacobians; vanishing and exploding gradients); Jozefowicz et al. 2015
+(forget-gate bias 1); the texts' remark that LSTM/GRU cure vanishing gradients (shared/references
+000, "vanishing and exploding gradients").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fnnet import activations, initializers
+from fnnet.core import Array, Layer, ShapeError, check_float, shape_str
+
+_ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "gelu", "swish", "silu", "softplus", "identity")
+
+
+def _activation(name: str, activation: str | Callable) -> tuple[Callable, Callable]:
+    """(forward, backward) rule of an activation given by name or as fnnet's plain function."""
+    label = activation if isinstance(activation, str) else None
+    if callable(activation):
+        label = next((a for a in _ACTIVATIONS if getattr(activations, a) is activation), None)
+    if label not in _ACTIVATIONS:
+        raise ValueError(
+            f"{name} activation must be one of {', '.join(_ACTIVATIONS)} (a name or fnnet.activations.<name>), "
+            f"got {activation!r}"
+        )
+    return getattr(activations, f"{label}_forward"), getattr(activations, f"{label}_backward")
+
+
+def _check_sequence(name: str, x: Any, d_in: int) -> None:
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 3 or shape[2] != d_in:
+        raise ShapeError(f"{name} expected inputs (batch, time, {d_in}), got {shape_str(shape)}")
+    if shape[1] < 1:
+        raise ShapeError(f"{name} needs at least one time step, got inputs of shape {shape_str(shape)}")
+    check_float(name, x)
+
+
+def _init_shapes(name: str, in_shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(in_shape) != 2:
+        raise ShapeError(f"{name} needs input shape (time, features), got {shape_str(in_shape)}")
+    return int(in_shape[0]), int(in_shape[1])
+
+
+def _shift(hs: Array) -> Array:
+    """(h_0, ..., h_{T-1}) from (h_1, ..., h_T), time-major, with h_0 = 0."""
+    return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
+
+
+def _step_cotangents(dy: Array, hs: Array, return_sequences: bool) -> tuple[Array, Array]:
+    """(per-step dL/dh_t from the output, time-major; dL/dh_T entering from beyond the last step)."""
+    if return_sequences:
+        return jnp.swapaxes(dy, 0, 1), jnp.zeros_like(hs[0])
+    return jnp.zeros_like(hs), dy
+
+
+def _norms(G: Array, ord: str | int) -> Array:
+    """‖G[b]‖ over the last two axes: Frobenius ("fro") or spectral (2)."""
+    if ord == "fro":
+        return jnp.sqrt(jnp.sum(G * G, axis=(-2, -1)))
+    return jnp.linalg.norm(G, ord=2, axis=(-2, -1))
+
+
+# ----------------------------------------------------------------------------------------------
+# RNN
+
+
+def _rnn_scan(params, xs: Array, act_fwd: Callable) -> tuple[Array, Any]:
+    """h_t = φ(x_t W + h_{t−1} U + b) over time-major xs (T, B, d); returns (h_1..h_T, φ caches)."""
+    W, U, b = params["W"], params["U"], params["b"]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+
+    def step(h, xw_t):
+        h_new, act_cache = act_fwd(xw_t + jnp.matmul(h, U))
+        return h_new, (h_new, act_cache)
+
+    h0 = jnp.zeros((xs.shape[1], U.shape[0]), jnp.result_type(xs, U))
+    _, (hs, acts) = lax.scan(step, h0, xw)
+    return hs, acts
+
+
+def RNN(
+    hidden_dim: int,
+    activation: str | Callable = "tanh",
+    return_sequences: bool = False,
+    w_init: initializers.Initializer | None = None,
+    u_init: initializers.Initializer | None = None,
+    b_init: initializers.Initializer | None = None,
+) -> Layer:
+    """Elman RNN: h_t = φ(a_t), a_t = x_t W + h_{t−1} U + b, h_0 = 0; x (B, T, d_in) -> (B, H) or (B, T, H).
+
+    W: (d_in, H) ~ Glorot uniform, U: (H, H) orthogonal, b: (H,) = 0 (Keras' defaults).
+
+    Backward (BPTT), a reverse scan t = T..1 carrying δ_t = ∂L/∂h_t from the future:
+        g_t = dy_t + δ_t,   da_t = φ'(a_t) ⊙ g_t,   δ_{t−1} = da_t Uᵀ,   dx_t = da_t Wᵀ,
+        dW = Σ_t x_tᵀ da_t,   dU = Σ_t h_{t−1}ᵀ da_t,   db = Σ_t Σ_batch da_t,
+    with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy).
+    """
+    if not isinstance(hidden_dim, int) or isinstance(hidden_dim, bool) or hidden_dim <= 0:
+        raise ValueError(f"RNN needs a positive integer hidden_dim, got {hidden_dim!r}")
+    name = f"RNN({hidden_dim})"
+    act_fwd, act_bwd = _activation(name, activation)
+    w_init = w_init or initializers.glorot_uniform()
+    u_init = u_init or initializers.orthogonal()
+    b_init = b_init or initializers.zeros()
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        T, d_in = _init_shapes(name, in_shape)
+        k_w, k_u, k_b = jax.random.split(key, 3)
+        params = {
+            "W": w_init(k_w, (d_in, hidden_dim), dtype),
+            "U": u_init(k_u, (hidden_dim, hidden_dim), dtype),
+            "b": b_init(k_b, (hidden_dim,), dtype),
+        }
+        return ((T, hidden_dim) if return_sequences else (hidden_dim,)), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        _check_sequence(name, x, params["W"].shape[0])
+        xs = jnp.swapaxes(x, 0, 1)
+        hs, acts = _rnn_scan(params, xs, act_fwd)
+        y = jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
+        return y, {"x": xs, "h": hs, "act": acts}
+
+    def backward(params, cache, dy: Array):
+        W, U = params["W"], params["U"]
+        xs, hs = cache["x"], cache["h"]
+        dys, delta_T = _step_cotangents(dy, hs, return_sequences)
+
+        def step(carry, inp):
+            dW, dU, db, delta = carry
+            dy_t, x_t, h_prev, act_t = inp
+            da = act_bwd(act_t, dy_t + delta)
+            carry = (
+                dW + jnp.matmul(x_t.T, da),
+                dU + jnp.matmul(h_prev.T, da),
+                db + jnp.sum(da, axis=0),
+                jnp.matmul(da, U.T),
+            )
+            return carry, jnp.matmul(da, W.T)
+
+        zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(params["b"]), delta_T)
+        (dW, dU, db, _), dxs = lax.scan(step, zero, (dys, xs, _shift(hs), cache["act"]), reverse=True)
+        return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
+
+    return Layer(init, forward, backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTM
+
+
+def _lstm_scan(params, xs: Array) -> tuple[Array, Array, Array]:
+    """The LSTM over time-major xs: returns (h_1..h_T, c_1..c_T, gates [i f g o] per step)."""
+    W, U, b = params["W"], params["U"], params["b"]
+    H = U.shape[0]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+
+    def step(carry, xw_t):
+        h, c = carry
+        z = xw_t + jnp.matmul(h, U)
+        i, f, o = (activations.sigmoid(z[:, k * H : (k + 1) * H]) for k in (0, 1, 3))
+        g = jnp.tanh(z[:, 2 * H : 3 * H])
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        return (h_new, c_new), (h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1))
+
+    zeros = jnp.zeros((xs.shape[1], H), jnp.result_type(xs, U))
+    _, (hs, cs, gates) = lax.scan(step, (zeros, zeros), xw)
+    return hs, cs, gates
+
+
+def _lstm_cell_vjp(U: Array, gates: Array, c_prev: Array, c: Array, dh: Array, dc: Array):
+    """One step back through the cell: (dz, ∂L/∂h_{t−1}, ∂L/∂c_{t−1}) from (∂L/∂h_t, ∂L/∂c_t)."""
+    H = U.shape[0]
+    i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
+    tc = jnp.tanh(c)
+    dc = dc + dh * o * (1 - tc * tc)
+    dz = jnp.concatenate(
+        [dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=-1
+    )
+    return dz, jnp.matmul(dz, U.T), dc * f
+
+
+def LSTM(
+    hidden_dim: int,
+    return_sequences: bool = False,
+    w_init: initializers.Initializer | None = None,
+    u_init: initializers.Initializer | None = None,
+    forget_bias: float = 1.0,
+) -> Layer:
+    """LSTM: z = x_t W + h_{t−1} U + b split into gates [i, f, g, o] (PyTorch's and Keras' order),
+    i, f, o = σ(·), g = tanh(·), c_t = f ⊙ c_{t−1} + i ⊙ g, h_t = o ⊙ tanh(c_t), h_0 = c_0 = 0.
+
+    W: (d_in, 4H) ~ Glorot uniform, U: (H, 4H) orthogonal, b: (4H,) = 0 except the forget gate's
+    b_f = ``forget_bias`` = 1 (Jozefowicz et al. 2015; Keras' ``unit_forget_bias``).
+
+    Backward (BPTT), a reverse scan carrying (δh, δc) = (∂L/∂h_t, ∂L/∂c_t) from the future:
+        g_h = dy_t + δh,   g_c = δc + g_h ⊙ o ⊙ (1 − tanh² c_t),
+        dz = [g_c ⊙ g ⊙ i(1−i),  g_c ⊙ c_{t−1} ⊙ f(1−f),  g_c ⊙ i ⊙ (1−g²),  g_h ⊙ tanh c_t ⊙ o(1−o)],
+        δh ← dz Uᵀ,   δc ← g_c ⊙ f,   dx_t = dz Wᵀ,
+        dW = Σ_t x_tᵀ dz_t,   dU = Σ_t h_{t−1}ᵀ dz_t,   db = Σ_t Σ_batch dz_t.
+    """
+    if not isinstance(hidden_dim, int) or isinstance(hidden_dim, bool) or hidden_dim <= 0:
+        raise ValueError(f"LSTM needs a positive integer hidden_dim, got {hidden_dim!r}")
+    name = f"LSTM({hidden_dim})"
+    H = hidden_dim
+    w_init = w_init or initializers.glorot_uniform()
+    u_init = u_init or initializers.orthogonal()
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        T, d_in = _init_shapes(name, in_shape)
+        k_w, k_u = jax.random.split(key)
+        b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(forget_bias)
+        params = {"W": w_init(k_w, (d_in, 4 * H), dtype), "U": u_init(k_u, (H, 4 * H), dtype), "b": b}
+        return ((T, H) if return_sequences else (H,)), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        _check_sequence(name, x, params["W"].shape[0])
+        xs = jnp.swapaxes(x, 0, 1)
+        hs, cs, gates = _lstm_scan(params, xs)
+        y = jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
+        return y, {"x": xs, "h": hs, "c": cs, "gates": gates}
+
+    def backward(params, cache, dy: Array):
+        W, U = params["W"], params["U"]
+        xs, hs, cs = cache["x"], cache["h"], cache["c"]
+        dys, dh_T = _step_cotangents(dy, hs, return_sequences)
+
+        def step(carry, inp):
+            dW, dU, db, dh, dc = carry
+            dy_t, x_t, h_prev, c_prev, c_t, gates_t = inp
+            dz, dh, dc = _lstm_cell_vjp(U, gates_t, c_prev, c_t, dy_t + dh, dc)
+            carry = (dW + jnp.matmul(x_t.T, dz), dU + jnp.matmul(h_prev.T, dz), db + jnp.sum(dz, axis=0), dh, dc)
+            return carry, jnp.matmul(dz, W.T)
+
+        zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(params["b"]), dh_T, jnp.zeros_like(dh_T))
+        inputs = (dys, xs, _shift(hs), _shift(cs), cs, cache["gates"])
+        (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
+        return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
+
+    return Layer(init, forward, backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# ‖∂h_T/∂h_k‖
+
+
+def hidden_jacobian_norms(
+    params, x: Array, *, activation: str | Callable | None = None, ord: str | int = "fro"
+) -> Array:
+    """‖∂h_T/∂h_k‖ for k = 0, ..., T, per example: an array (B, T + 1); entry [:, T] is ‖I‖.
+
+    ``params`` are those of an :func:`RNN` (U: (H, H); give its ``activation`` unless it is tanh)
+    or of an :func:`LSTM` (U: (H, 4H); ``activation`` must be None). ``ord`` is "fro" (Frobenius)
+    or 2 (spectral). No autodiff: the Jacobian rows are the BPTT recursion run with the H unit
+    cotangents at once (G_T = I, row i of G_k is ∂h_{T,i}/∂h_k):
+        RNN:   G_{k−1} = (G_k ⊙ φ'(a_k)) Uᵀ = Π_t diag(φ'(a_t)) Uᵀ   (Pascanu et al. 2013, eq. 5);
+        LSTM:  (G_{k−1}, C_{k−1}) = one step of the LSTM's BPTT from (G_k, C_k), (G_T, C_T) = (I, 0),
+               so ∂h_T/∂h_k is taken with c_k held fixed (the state is the pair (h_k, c_k)).
+    """
+    U = params["U"]
+    H = U.shape[0]
+    is_lstm = U.shape[1] == 4 * H
+    if not is_lstm and U.shape[1] != H:
+        raise ShapeError(
+            f"hidden_jacobian_norms needs RNN or LSTM params (U of shape (H, H) or (H, 4H)), "
+            f"got U of shape {shape_str(U.shape)}"
+        )
+    if ord not in ("fro", 2):
+        raise ValueError(f"hidden_jacobian_norms ord must be 'fro' or 2, got {ord!r}")
+    name = "hidden_jacobian_norms"
+    _check_sequence(name, x, params["W"].shape[0])
+    xs = jnp.swapaxes(x, 0, 1)
+    G_T = jnp.broadcast_to(jnp.eye(H, dtype=jnp.result_type(xs, U)), (x.shape[0], H, H))
+    rows = {"in_axes": 1, "out_axes": 1}  # vmap over the H cotangent rows of G
+
+    if is_lstm:
+        if activation is not None:
+            raise ValueError(f"{name}: an LSTM's activations are fixed; pass activation=None, got {activation!r}")
+        hs, cs, gates = _lstm_scan(params, xs)
+
+        def step(carry, inp):
+            c_prev, c_t, gates_t = inp
+            cell = jax.vmap(lambda dh, dc: _lstm_cell_vjp(U, gates_t, c_prev, c_t, dh, dc)[1:], **rows)
+            carry = cell(*carry)
+            return carry, _norms(carry[0], ord)
+
+        _, norms = lax.scan(step, (G_T, jnp.zeros_like(G_T)), (_shift(cs), cs, gates), reverse=True)
+    else:
+        act_fwd, act_bwd = _activation(name, "tanh" if activation is None else activation)
+        _, acts = _rnn_scan(params, xs, act_fwd)
+
+        def step(G, act_t):
+            G = jnp.matmul(jax.vmap(lambda g: act_bwd(act_t, g), **rows)(G), U.T)
+            return G, _norms(G, ord)
+
+        _, norms = lax.scan(step, G_T, acts, reverse=True)
+    return jnp.concatenate([jnp.swapaxes(norms, 0, 1), _norms(G_T, ord)[:, None]], axis=1)
