@@ -53,6 +53,7 @@ __all__ = [
     "PRNGKey",
     "Shape",
     "ShapeError",
+    "check_dtype_match",
     "check_float",
     "check_input",
     "is_concrete",
@@ -102,8 +103,7 @@ def check_float(name: str, x: Any, what: str = "input") -> None:
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise DTypeError(
-            f"{name} needs a floating-point {what}, got dtype {dtype}; "
-            f"convert it first, e.g. x.astype(jnp.float32)"
+            f"{name} needs a floating-point {what}, got dtype {dtype}; convert it first, e.g. x.astype(jnp.float32)"
         )
 
 
@@ -123,6 +123,16 @@ def check_input(name: str, x: Any, expected: tuple, *, leading: str = "batch") -
     if not ok_rank or any(e is not None and e != s for e, s in zip(expected, tail)):
         raise ShapeError(f"{name} expected inputs {want}, got {shape_str(shape)}")
     check_float(name, x)
+
+
+def check_dtype_match(name: str, x: Any, param: Any) -> None:
+    """Raise :class:`DTypeError` when ``x`` and a parameter differ in dtype (no silent up/downcast)."""
+    xd, pd = jnp.result_type(x), jnp.result_type(param)
+    if xd != pd:
+        raise DTypeError(
+            f"{name} got {xd} inputs but its parameters are {pd}; nothing is cast silently, so cast one "
+            f"(e.g. x.astype(jnp.{pd}) or init the layer with dtype=jnp.{xd})"
+        )
 
 
 def shape_token(shape: Shape, dtype: Any = jnp.float32) -> Array:

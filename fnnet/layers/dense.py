@@ -8,7 +8,17 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import initializers
-from fnnet.core import Array, Layer, ShapeError, check_input, prod, shape_str, shape_token, token_shape
+from fnnet.core import (
+    Array,
+    Layer,
+    ShapeError,
+    check_dtype_match,
+    check_input,
+    prod,
+    shape_str,
+    shape_token,
+    token_shape,
+)
 
 
 def Dense(
@@ -45,6 +55,7 @@ def Dense(
         del key, train
         W = params["W"]
         check_input(name, x, (W.shape[0],), leading="...")
+        check_dtype_match(name, x, W)
         y = jnp.matmul(x, W)
         if use_bias:
             y = y + jnp.reshape(params["b"], (1,) * (x.ndim - 1) + (out_dim,))
