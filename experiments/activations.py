@@ -1,0 +1,221 @@
+"""Each activation and its derivative: the hand-written rule overlaid on jax.grad of the same forward.
+
+For every activation of fnnet the derivative f'(x) is taken from the hand-written backward rule
+(``fnnet.activations.derivative``, dy = 1) and from ``jax.grad`` of the forward code, on a grid of x,
+in float64. The texts' closed forms (σ' = σ(1 − σ), tanh' = 1 − tanh², ReLU' ∈ {0, 1}) are checked
+against both, and the kink conventions are pinned: relu'(0) = 0, leaky_relu'(0) = 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments._common import Claim, Result, close, pyplot, save_figure
+from fnnet import activations as A
+
+NAME = "activations"
+TITLE = "Activations and their derivatives: hand-written rules against autodiff"
+
+SRC_000 = "000 (Math Behind DL, 2nd ed.), 'Derivatives of the activation functions'"
+SRC_002 = "002 (ML Math Derivations 19), 'Activation Functions' table"
+
+# name, label, keyword arguments of the rule
+FUNCTIONS: tuple[tuple[str, str, dict], ...] = (
+    ("sigmoid", "sigmoid", {}),
+    ("tanh", "tanh", {}),
+    ("relu", "ReLU", {}),
+    ("leaky_relu", "leaky ReLU (α=0.1)", {"alpha": 0.1}),
+    ("gelu", "GELU (exact)", {}),
+    ("gelu", "GELU (tanh approx.)", {"approximate": True}),
+    ("swish", "swish / SiLU", {}),
+    ("softplus", "softplus", {}),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    x_min: float = -6.0
+    x_max: float = 6.0
+    n_points: int = 2001  # odd, so that x = 0 lies on the grid
+    seed: int = 0  # unused: every input is a fixed grid
+
+
+PRESETS = {
+    "tiny": Config(n_points=201),
+    "quick": Config(),
+    "full": Config(x_min=-10.0, x_max=10.0, n_points=20001),
+}
+
+
+def _value(name: str, x: jax.Array, kw: dict) -> jax.Array:
+    return getattr(A, name)(x, **kw)
+
+
+def _autodiff(name: str, x: jax.Array, kw: dict) -> jax.Array:
+    """f'(x) elementwise through jax.grad of the very same forward code."""
+    return jax.vmap(jax.grad(lambda t: _value(name, t, kw)))(x)
+
+
+@jax.jit
+def _compute(x: jax.Array) -> dict:
+    """Values, rule and autodiff derivatives on the grid and at 0, as one compiled program."""
+    zero = jnp.zeros((1,), x.dtype)
+    rows = []
+    for name, _, kw in FUNCTIONS:
+        rows.append(
+            (
+                _value(name, x, kw),
+                A.derivative(name, x, **kw),
+                _autodiff(name, x, kw),
+                A.derivative(name, zero, **kw),
+                _autodiff(name, zero, kw),
+            )
+        )
+    s, t = A.sigmoid(x), A.tanh(x)
+    return {
+        "rows": rows,
+        "sig_closed_err": jnp.max(jnp.abs(rows[0][2] - s * (1 - s))),
+        "tanh_closed_err": jnp.max(jnp.abs(rows[1][2] - (1 - t * t))),
+    }
+
+
+def run(config: Config, out_dir: Path) -> Result:
+    with jax.enable_x64(True):
+        x = jnp.linspace(config.x_min, config.x_max, config.n_points, dtype=jnp.float64)
+        computed = jax.device_get(_compute(x))
+    rows = {}
+    for (_, label, _), (value, manual, auto, z_manual, z_auto) in zip(FUNCTIONS, computed["rows"]):
+        rows[label] = dict(
+            value=value,
+            manual=manual,
+            autodiff=auto,
+            max_abs_err=float(np.max(np.abs(manual - auto))),
+            at_zero_manual=float(z_manual[0]),
+            at_zero_autodiff=float(z_auto[0]),
+        )
+    sig_closed_err = float(computed["sig_closed_err"])
+    tanh_closed_err = float(computed["tanh_closed_err"])
+    xs = np.asarray(x)
+    sig_d = rows["sigmoid"]["manual"]
+    relu_d = rows["ReLU"]["manual"]
+    leaky_d = rows["leaky ReLU (α=0.1)"]["manual"]
+    relu_values = sorted({float(v) for v in relu_d})
+    leaky_values = sorted({float(v) for v in leaky_d})
+    tol = 1e-12
+
+    claims = [
+        close(
+            "σ'(x) = σ(x)(1 − σ(x)): jax.grad of σ against the closed form, max |error| on the grid",
+            SRC_000 + "; " + SRC_002,
+            0.0,
+            sig_closed_err,
+            atol=tol,
+        ),
+        close(
+            "max over x of σ'(x) is 1/4",
+            SRC_002 + " (sigmoid's derivative never exceeds 0.25)",
+            0.25,
+            float(sig_d.max()),
+            atol=tol,
+        ),
+        close("σ' peaks at x = 0 (argmax of σ' on the grid)", SRC_002, 0.0, float(xs[int(np.argmax(sig_d))]), atol=tol),
+        close(
+            "tanh'(x) = 1 − tanh²(x): jax.grad of tanh against the closed form, max |error|",
+            SRC_000 + "; " + SRC_002,
+            0.0,
+            tanh_closed_err,
+            atol=tol,
+        ),
+        Claim(
+            "ReLU'(x) takes only the values {0, 1}",
+            SRC_000 + " ('Derivative of ReLU'); " + SRC_002,
+            [0.0, 1.0],
+            relu_values,
+            "exact",
+            relu_values == [0.0, 1.0],
+        ),
+        Claim(
+            "ReLU'(0) = 0 in fnnet's rule, the same convention as jax.grad (the text allows 0 or 1)",
+            SRC_000 + " ('Derivative of ReLU': the value at 0 may be chosen 0 or 1)",
+            0.0,
+            rows["ReLU"]["at_zero_manual"],
+            "exact",
+            rows["ReLU"]["at_zero_manual"] == 0.0 == rows["ReLU"]["at_zero_autodiff"],
+            note=f"jax.grad at 0 gives {rows['ReLU']['at_zero_autodiff']}",
+        ),
+        Claim(
+            "leaky ReLU'(x) takes only the values {α, 1} (α = 0.1), and 1 at x = 0",
+            SRC_002,
+            [0.1, 1.0],
+            leaky_values,
+            "exact",
+            leaky_values == [0.1, 1.0] and rows["leaky ReLU (α=0.1)"]["at_zero_manual"] == 1.0,
+            note=f"rule at 0: {rows['leaky ReLU (α=0.1)']['at_zero_manual']}, "
+            f"jax.grad at 0: {rows['leaky ReLU (α=0.1)']['at_zero_autodiff']}",
+        ),
+    ]
+    for label in ("GELU (exact)", "GELU (tanh approx.)", "swish / SiLU", "sigmoid", "tanh", "softplus"):
+        claims.append(
+            close(
+                f"{label}: hand-written derivative equals jax.grad, max |error| on the grid (float64)",
+                SRC_002 if "GELU" in label or "swish" in label else SRC_000,
+                0.0,
+                rows[label]["max_abs_err"],
+                atol=tol,
+            )
+        )
+
+    figures = [_plot(xs, rows, out_dir)]
+    metrics = {
+        "grid": {"x_min": config.x_min, "x_max": config.x_max, "n_points": config.n_points, "dtype": "float64"},
+        "max_abs_err_manual_vs_autodiff": {k: r["max_abs_err"] for k, r in rows.items()},
+        "derivative_at_zero": {
+            k: {"manual": r["at_zero_manual"], "autodiff": r["at_zero_autodiff"]} for k, r in rows.items()
+        },
+        "max_derivative": {k: float(r["manual"].max()) for k, r in rows.items()},
+        "sigmoid_closed_form_err": sig_closed_err,
+        "tanh_closed_form_err": tanh_closed_err,
+    }
+    return Result(metrics=metrics, claims=claims, figures=figures)
+
+
+def _plot(xs: np.ndarray, rows: dict, out_dir: Path):
+    plt = pyplot()
+    n = len(rows)
+    fig, axes = plt.subplots(3, n, figsize=(2.3 * n, 6.4), sharex=True, gridspec_kw={"height_ratios": [2, 2, 1.3]})
+    step = max(1, len(xs) // 40)
+    for j, (label, r) in enumerate(rows.items()):
+        ax = axes[0, j]
+        ax.plot(xs, r["value"], color="k")
+        ax.set_title(label, fontsize=9)
+        ax.axhline(0, color="0.8", lw=0.5)
+        ax = axes[1, j]
+        ax.plot(xs, r["manual"], color="C0", lw=2.2, label="hand-written rule")
+        ax.plot(xs[::step], r["autodiff"][::step], "o", color="C1", ms=3, label="jax.grad")
+        if label == "sigmoid":
+            ax.axhline(0.25, color="C3", ls=":", lw=1)
+            ax.text(xs[0], 0.255, "max 0.25", color="C3", fontsize=7)
+            ax.set_ylim(0, 0.28)
+        ax = axes[2, j]
+        err = np.abs(r["manual"] - r["autodiff"])
+        e_step = max(1, len(xs) // 400)
+        ax.semilogy(xs[::e_step], np.maximum(err, 1e-19)[::e_step], ".", color="C2", ms=2)
+        ax.set_ylim(2e-20, 1e-10)
+        ax.set_xlabel("x")
+    axes[0, 0].set_ylabel("f(x)")
+    axes[1, 0].set_ylabel("f'(x)")
+    axes[2, 0].set_ylabel("|rule − autodiff|\n(0 drawn at 1e-19)", fontsize=8)
+    axes[1, 2].legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    return save_figure(
+        fig,
+        out_dir,
+        "activations",
+        "Top: each activation; middle: its derivative from fnnet's hand-written rule (line) and jax.grad (dots); "
+        "bottom: their absolute difference in float64 (log scale). The dotted line marks σ' ≤ 1/4.",
+    )
