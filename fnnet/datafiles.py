@@ -116,7 +116,7 @@ def _missing_message(name: str, root: Path) -> str:
     msg = f"{name} not found in {root}: download {files} from {idx_src} into {root}"
     if npz_src:
         msg += f", or put {name}.npz (from {npz_src}) there"
-    return msg + " (or pass its folder as root=..., or set $FNNET_DATA)"
+    return msg + " (or give its folder: --data-dir in fnnet train, root= in Python; or set $FNNET_DATA)"
 
 
 def _load(name: str, root: Any, split: str, flatten: bool) -> tuple[np.ndarray, np.ndarray]:

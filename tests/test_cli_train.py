@@ -1,0 +1,88 @@
+"""``fnnet train``: one-line usage errors with exit 2, metrics.json, checkpoint resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fnnet import cli_train
+
+SMALL = [
+    "--data",
+    "xor",
+    "--hidden",
+    "8",
+    "--activation",
+    "tanh",
+    "--init",
+    "glorot_normal",
+    "--batch-size",
+    "4",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.5",
+    "--no-progress",
+]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--activation", "swishy"], "unknown activation 'swishy'"),
+        (["--init", "kaiming_magic"], "unknown initializer 'kaiming_magic'"),
+        (["--batch-size", "5"], "--batch-size 5 is larger than the 4 training examples"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--lr", "-0.1"], "--lr must be a positive learning rate"),
+        (["--hidden", "8,x"], "--hidden takes comma-separated widths"),
+        (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        (["--epochs", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
+    code = _main(SMALL + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("fnnet train: error:") and needle in err[0]
+
+
+def _main(argv):
+    """cli_train.main, with argparse's own exits (bad choice, bad int) turned into return codes."""
+    try:
+        return cli_train.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_missing_data_file_says_where_to_put_it(capsys, tmp_path):
+    code = _main(["--data", "mnist", "--data-dir", str(tmp_path / "mnist"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("fnnet train: error:")
+    assert "train-images-idx3-ubyte.gz" in err[0] and str(tmp_path / "mnist") in err[0]
+
+
+def test_trains_writes_metrics_and_resumes(capsys, tmp_path):
+    assert cli_train.main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "checkpoint.npz").exists()
+    # rerun with more epochs: resumes from the checkpoint
+    assert cli_train.main(SMALL + ["--epochs", "5", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr()
+    assert "resuming" in out.err and "5 epochs" in out.out and "wrote" in out.out
+    assert cli_train.main(SMALL + ["--epochs", "5", "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["history"] == b["history"] and len(a["history"]["test_loss"]) == 5
+    assert a["summary"]["steps"] == 5 and a["config"]["activation"] == "tanh"
+    assert {"backend", "versions", "summary", "config"} <= set(a)
+    assert not list((tmp_path / "a").glob("*.tmp"))
+    # a changed config does not resume from a foreign checkpoint
+    assert cli_train.main(SMALL + ["--epochs", "1", "--lr", "0.25", "--out", str(tmp_path / "a")]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert np.isfinite(json.loads((tmp_path / "a" / "metrics.json").read_text())["summary"]["train_loss"])
+
+
+def test_fnnet_train_subcommand_is_registered():
+    cli = pytest.importorskip("fnnet.cli")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
