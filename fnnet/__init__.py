@@ -6,7 +6,7 @@ _, params = net.init(jax.random.key(0), (40,))
 loss, grads = fn.value_and_grad(net, fn.softmax_cross_entropy)(params, x, labels)
 """
 
-from fnnet import activations, initializers, losses
+from fnnet import activations, data, initializers, losses, optim, parallel
 from fnnet.activations import (
     Gelu,
     Identity,
@@ -43,6 +43,8 @@ from fnnet.layers import (
     serial,
 )
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
+from fnnet.sweep import init_params, pick, stack, sweep
+from fnnet.train import TrainResult, TrainState, evaluate, train
 
 __version__ = "0.1.0"
 
@@ -71,6 +73,8 @@ __all__ = [
     "Softplus",
     "Swish",
     "Tanh",
+    "TrainResult",
+    "TrainState",
     "activations",
     "autodiff_value_and_grad",
     "binary_cross_entropy",
@@ -79,11 +83,20 @@ __all__ = [
     "custom_vjp",
     "custom_vjp_loss",
     "custom_vjp_value_and_grad",
+    "data",
+    "evaluate",
+    "init_params",
     "initializers",
     "losses",
     "mse",
+    "optim",
+    "parallel",
+    "pick",
     "residual",
     "serial",
     "softmax_cross_entropy",
+    "stack",
+    "sweep",
+    "train",
     "value_and_grad",
 ]
