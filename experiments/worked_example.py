@@ -106,10 +106,18 @@ def manual_numbers(params: tuple, x: jax.Array, y: jax.Array) -> dict[str, jax.A
     _, delta1 = SIGMOID.backward(params[1], c2, dh1)  # ∂L/∂z1 = (w2 δ2) σ'(z1)
     g1, _ = DENSE1.backward(params[0], c1, delta1)
     return dict(
-        z1=z1[0, 0], h1=h1[0, 0], y_hat=y_hat[0, 0], L=L, delta2=delta2[0, 0],
-        dL_dw2=g2["W"][0, 0], dL_db2=g2["b"][0], sigma_prime_z1=fn.activations.derivative("sigmoid", z1)[0, 0],
-        delta1=delta1[0, 0], dL_dw1=g1["W"][0, 0], dL_db1=g1["b"][0],
-    )  # fmt: skip
+        z1=z1[0, 0],
+        h1=h1[0, 0],
+        y_hat=y_hat[0, 0],
+        L=L,
+        delta2=delta2[0, 0],
+        dL_dw2=g2["W"][0, 0],
+        dL_db2=g2["b"][0],
+        sigma_prime_z1=fn.activations.derivative("sigmoid", z1)[0, 0],
+        delta1=delta1[0, 0],
+        dL_dw1=g1["W"][0, 0],
+        dL_db1=g1["b"][0],
+    )
 
 
 def autodiff_numbers(params: tuple, x: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
@@ -125,11 +133,18 @@ def autodiff_numbers(params: tuple, x: jax.Array, y: jax.Array) -> dict[str, jax
     delta1 = jax.grad(loss_of_z1)(z1, params)
     delta2 = jax.grad(lambda z2: fn.mse.forward(z2, y)[0])(y_hat)
     return dict(
-        z1=z1[0, 0], h1=cache[1][0, 0], y_hat=y_hat[0, 0], L=L, delta2=delta2[0, 0],
-        dL_dw2=g[2]["W"][0, 0], dL_db2=g[2]["b"][0],
+        z1=z1[0, 0],
+        h1=cache[1][0, 0],
+        y_hat=y_hat[0, 0],
+        L=L,
+        delta2=delta2[0, 0],
+        dL_dw2=g[2]["W"][0, 0],
+        dL_db2=g[2]["b"][0],
         sigma_prime_z1=jax.vmap(jax.grad(fn.activations.sigmoid))(z1[:, 0])[0],
-        delta1=delta1[0, 0], dL_dw1=g[0]["W"][0, 0], dL_db1=g[0]["b"][0],
-    )  # fmt: skip
+        delta1=delta1[0, 0],
+        dL_dw1=g[0]["W"][0, 0],
+        dL_db1=g[0]["b"][0],
+    )
 
 
 def sgd_steps(params: tuple, x, y, lr: float, steps: int, grad_fn) -> tuple[list[tuple], list[float]]:
@@ -176,16 +191,36 @@ def run(config: Config, out_dir: Path) -> Result:
         half = 0.5 * 10.0**-dec
         half_units[key] = abs(man[key] - text) / half
         both = abs(auto[key] - text) <= half
-        c = close(f"{what} ≈ {text:g} (manual rules; autodiff gives {auto[key]:.6f})", SOURCE, text, man[key],
-                  atol=half, note=NOTES.get(key, ""))  # fmt: skip
+        c = close(
+            f"{what} ≈ {text:g} (manual rules; autodiff gives {auto[key]:.6f})",
+            SOURCE,
+            text,
+            man[key],
+            atol=half,
+            note=NOTES.get(key, ""),
+        )
         claims.append(dataclasses.replace(c, holds=c.holds and both))
     worst = max(abs(man[k] - auto[k]) for k in man)
-    claims.append(close("manual rules and jax.grad agree on every number of the example (float64, max |diff|)",
-                        "fnnet DESIGN.md (manual rule = autodiff)", 0.0, worst, atol=1e-12))  # fmt: skip
     claims.append(
-        Claim("one SGD step with η = 0.5 lowers the loss", SOURCE, "L_after < L", man["L_after"], "strict",
-              man["L_after"] < man["L"], note=f"L = {man['L']:.6f} before, {man['L_after']:.6f} after")
-    )  # fmt: skip
+        close(
+            "manual rules and jax.grad agree on every number of the example (float64, max |diff|)",
+            "fnnet DESIGN.md (manual rule = autodiff)",
+            0.0,
+            worst,
+            atol=1e-12,
+        )
+    )
+    claims.append(
+        Claim(
+            "one SGD step with η = 0.5 lowers the loss",
+            SOURCE,
+            "L_after < L",
+            man["L_after"],
+            "strict",
+            man["L_after"] < man["L"],
+            note=f"L = {man['L']:.6f} before, {man['L_after']:.6f} after",
+        )
+    )
 
     figures = [_plot(man, half_units, curve_m, curve_a, out_dir)]
     metrics = {
@@ -251,7 +286,9 @@ def _plot(man: dict, half_units: dict, curve_m: list, curve_a: list, out_dir: Pa
     ax2.set_title("loss over repeated steps", fontsize=10)
     fig.tight_layout()
     return save_figure(
-        fig, out_dir, "worked_example",
+        fig,
+        out_dir,
+        "worked_example",
         "Left: distance of each recomputed number from the text's, in half-units of its last printed digit (log). "
         "Right: the loss over SGD steps, manual vs autodiff, with the text's post-step loss marked ×.",
-    )  # fmt: skip
+    )
