@@ -1,0 +1,80 @@
+"""Figures of the dynamics experiments (rnn_bptt, dead_relu, loss_landscape), kept out of their modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from experiments._common import pyplot, save_figure
+
+# ----------------------------------------------------------------------------------------------
+# dead_relu
+
+
+def dead_fraction(config, groups, stats, alive, out_dir: Path):
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(groups) + 1, figsize=(5.6 * (len(groups) + 1), 4.4), squeeze=False)
+    epochs = np.arange(config.epochs + 1)
+    for ax, (opt, lrs) in zip(axes[0], groups.items()):
+        for i, lr in enumerate(lrs):
+            c = f"C{i}"
+            ax.plot(epochs, 100 * np.asarray(stats[opt]["relu"][i]["dead_fraction"]), "-o", ms=3, color=c,
+                    label=f"ReLU lr={lr:g}")  # fmt: skip
+            ax.plot(epochs, 100 * np.asarray(stats[opt]["leaky_relu"][i]["dead_fraction"]), "--", color=c,
+                    label=f"leaky lr={lr:g}")  # fmt: skip
+        ax.axhspan(5, 15, color="0.85", zorder=0, label="text: 5-15%")
+        ax.axvline(config.few_epochs, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("epoch (0 = initialization)")
+        ax.set_ylabel("hidden units inactive on every training example (%)")
+        ax.set_title(f"MNIST-1D MLP, {opt}, mean of {config.seeds} seeds", fontsize=10)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    # the ReLU run (seed 0) with the most revivals: which units are dead after each epoch
+    best, best_n = None, -1
+    for opt, lrs in groups.items():
+        a = np.asarray(alive[opt]["relu"]) == 0  # (E + 1, K, U)
+        for i, lr in enumerate(lrs):
+            d = a[:, i * config.seeds]
+            n = int((d[:-1] & ~d[1:]).sum())
+            if n > best_n:
+                best, best_n = (opt, lr, d), n
+    ax = axes[0][-1]
+    opt, lr, d = best
+    units = np.flatnonzero(d.any(axis=0))
+    if units.size:
+        ax.imshow(d[:, units].T, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1,
+                  extent=(-0.5, config.epochs + 0.5, units.size - 0.5, -0.5))  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("hidden units that were ever dead (unit order)")
+    ax.set_title(f"ReLU, {opt} lr={lr:g}, seed 0: black = dead; {best_n} revivals", fontsize=10)
+    return save_figure(
+        fig, out_dir, "dead_fraction",
+        "Left: share of hidden units with pre-activation ≤ 0 on all training inputs, per epoch (solid ReLU, dashed "
+        "leaky); grey band the text's 5-15%. Right: which units are dead when; white gaps after black are revivals.",
+    )  # fmt: skip
+
+
+def born_dead(config, born, born_theory, out_dir: Path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    depth = np.arange(1, config.born_max_depth + 1)
+    for i, n in enumerate(config.born_widths):
+        c = f"C{i}"
+        ax.plot(depth, born_theory(n, depth), "-", color=c, lw=1.2, label=f"N={n}")
+        ax.plot(depth, born["normal"][n]["p_at_x"], "o", color=c, ms=3, mfc="none")
+        ax.plot(depth, born["uniform"][n]["p_at_x"], "x", color=c, ms=3)
+        ax.plot(depth, born["normal"][n]["p_on_domain"], ":", color=c, lw=1)
+    ax.plot([], [], "k-", lw=1.2, label="1 − (1 − 2^−N)^L")
+    ax.plot([], [], "ko", mfc="none", ms=3, label="MC, N(0,1) weights")
+    ax.plot([], [], "kx", ms=3, label="MC, U[-1,1] weights")
+    ax.plot([], [], "k:", label=f"MC, zero on all {config.born_domain_points} inputs")
+    ax.set_xlabel("hidden layers L")
+    ax.set_ylabel("P(network output ≡ 0)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Born dead at initialization (zero biases, {config.born_samples} nets per width)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(
+        fig, out_dir, "born_dead",
+        "Probability that a bias-free ReLU net of width N is identically 0 at an input, vs depth: lines the formula, "
+        "markers Monte Carlo. Dotted: zero on every sampled input, rarer than at one input.",
+    )  # fmt: skip
