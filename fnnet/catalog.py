@@ -108,7 +108,21 @@ def _core_layer_entries() -> list[Entry]:
 
 def _family_entries() -> list[Entry]:
     """Entries of the layer families in ``fnnet/layers/`` beyond Dense (conv, pooling, recurrent, ...)."""
-    return []
+    return [
+        Entry("Conv2D(3)[3x3,VALID]", lambda: layers.Conv2D(3, 3), (5, 5, 2), batch=2),
+        Entry("Conv2D(2)[3x3,s2,SAME,odd]", lambda: layers.Conv2D(2, 3, stride=2, padding="SAME"), (7, 5, 2), batch=2),
+        Entry("Conv2D(2)[2x3,s(2,1),pad1,dil2]", lambda: layers.Conv2D(2, (2, 3), (2, 1), 1, 2), (6, 7, 1), batch=2),
+        Entry("MaxPool(3)[s2,SAME]", lambda: layers.MaxPool(3, 2, "SAME"), (5, 5, 1), batch=2),
+        Entry("AvgPool(3)[s2,SAME]", lambda: layers.AvgPool(3, 2, "SAME"), (5, 5, 1), batch=2),
+        Entry("RNN(4)[last]", lambda: layers.RNN(4), (5, 3), batch=2),
+        Entry("LSTM(3)[sequences]", lambda: layers.LSTM(3, return_sequences=True), (4, 2), batch=2),
+        Entry("BatchNorm[train]", layers.BatchNorm, (4,), batch=5),
+        Entry("BatchNorm[train,NHWC]", layers.BatchNorm, (3, 2, 2), batch=2),
+        Entry("BatchNorm[eval]", layers.BatchNorm, (4,), batch=5, train=False),
+        Entry("LayerNorm[(B,T,d)]", layers.LayerNorm, (2, 4)),
+        Entry("Dropout(0.3)[train]", lambda: layers.Dropout(0.3), (6,), needs_key=True),
+        Entry("Dropout(0.3)[eval]", lambda: layers.Dropout(0.3), (6,), train=False),
+    ]
 
 
 def entries() -> tuple[Entry, ...]:

@@ -53,7 +53,8 @@ def Dropout(rate: float) -> Layer:
                 f"{name} needs a PRNG key in training: forward(params, x, key=jax.random.key(0)); "
                 f"pass train=False for evaluation"
             )
-        mask = jax.random.bernoulli(key, keep, jnp.shape(x))
+        # drawn in float32 whatever x's dtype (and x64 mode), so one key gives one mask everywhere
+        mask = jax.random.uniform(key, jnp.shape(x), jnp.float32) < keep
         return jnp.where(mask, x / keep, jnp.zeros((), x.dtype)), mask
 
     def backward(params, mask, dy: Array):

@@ -7,7 +7,7 @@ x[b, i·s_h + p, j·s_w + q, c] for p < k_h, q < k_w, numbered n = p·k_w + q (r
   dx[b, i·s_h + p*, j·s_w + q*, c] += dy[b,i,j,c], with n* = p*·k_w + q* the arg-max.
   **Tie rule**: when several pixels of a window share the maximum, the *first* of them in row-major
   window order (top row first, left to right within a row — the order of ``jnp.argmax``) receives the
-  whole gradient and the others receive 0. The forward picks its value with that same index, so
+  whole gradient and the others receive 0. The forward selects its value with that same index, so
   ``jax.grad`` of this forward follows the same rule (``jax.grad`` of ``jnp.max`` would instead split
   a tie evenly). Overlapping windows (stride < window) add up at a pixel that is the max of several.
 * AvgPool:  y[b,i,j,c] = (1/N_ij) Σ_n window_n.   Backward spreads each dy evenly:
@@ -24,6 +24,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from fnnet.core import Array, Layer, ShapeError, check_input, shape_str, shape_token, token_shape
 from fnnet.layers.conv import Pair, _pair, explicit_pads, out_size
@@ -56,15 +57,26 @@ def _windows(xp: Array, window: Pair, stride: Pair, outs: Pair) -> Array:
 
 
 def _scatter_windows(dwin: Array, padded_hw: Pair, window: Pair, stride: Pair) -> Array:
-    """The transpose of :func:`_windows`: add each window's gradient back onto the padded input."""
+    """The transpose of :func:`_windows`: add each window's gradient back onto the padded input.
+
+    Window position (p, q) of output pixel (i, j) sits at (i·s_h + p, j·s_w + q): ``lax.pad`` with
+    interior padding s − 1 places all of them at once, and the k_h·k_w placements are summed.
+    """
     (kh, kw), (sh, sw) = window, stride
-    b, oh, ow, _, c = dwin.shape
-    dxp = jnp.zeros((b,) + tuple(padded_hw) + (c,), dwin.dtype)
+    _, oh, ow, _, _ = dwin.shape
+    zero = jnp.zeros((), dwin.dtype)
+    parts = []
     for p in range(kh):
         for q in range(kw):
-            rows, cols = slice(p, p + (oh - 1) * sh + 1, sh), slice(q, q + (ow - 1) * sw + 1, sw)
-            dxp = dxp.at[:, rows, cols, :].add(dwin[:, :, :, p * kw + q, :])
-    return dxp
+            rows = (p, padded_hw[0] - p - (oh - 1) * sh - 1, sh - 1)
+            cols = (q, padded_hw[1] - q - (ow - 1) * sw - 1, sw - 1)
+            parts.append(lax.pad(dwin[:, :, :, p * kw + q, :], zero, [(0, 0, 0), rows, cols, (0, 0, 0)]))
+    return sum(parts[1:], parts[0])
+
+
+def _onehot(idx: Array, window: Pair) -> Array:
+    """(B, H', W', k_h·k_w, C) booleans: True at window position idx of each output pixel."""
+    return jnp.arange(window[0] * window[1]).reshape(1, 1, 1, -1, 1) == idx[:, :, :, None, :]
 
 
 def _crop(dxp: Array, pads: tuple[Pair, Pair]) -> Array:
@@ -106,7 +118,7 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         del params, key, train
         win, _ = prepare(x, -jnp.inf)
         idx = jnp.argmax(win, axis=3)  # first max in row-major window order
-        y = jnp.take_along_axis(win, idx[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+        y = jnp.sum(jnp.where(_onehot(idx, window), win, jnp.zeros((), win.dtype)), axis=3)
         return y, (idx, shape_token(x.shape, x.dtype))
 
     def backward(params, cache, dy: Array):
@@ -114,8 +126,7 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         idx, token = cache
         x_shape = token_shape(token)
         pads, _ = _geometry(name, x_shape[1:3], window, strides, padding)
-        onehot = jnp.arange(window[0] * window[1]).reshape(1, 1, 1, -1, 1) == idx[:, :, :, None, :]
-        dwin = jnp.where(onehot, dy[:, :, :, None, :], jnp.zeros((), dy.dtype))
+        dwin = jnp.where(_onehot(idx, window), dy[:, :, :, None, :], jnp.zeros((), dy.dtype))
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:3], pads))
         return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
 
