@@ -21,6 +21,7 @@ Batch size and architecture change shapes, so they are swept by a Python loop ov
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -31,12 +32,13 @@ import optax
 from fnnet.core import Array, Layer, Loss, Params
 from fnnet.optim import sgd
 from fnnet.train import (
+    EpochSpec,
     TrainResult,
     TrainState,
-    _accuracy_fn,
+    accuracy_fn,
     check_options,
     init_state,
-    make_epoch,
+    jit_sweep_epoch,
     run_epochs,
 )
 
@@ -65,7 +67,7 @@ def pick(tree: Any, k: int) -> Any:
 
 def init_params(layer: Layer, in_shape: tuple[int, ...], keys: Array, dtype: Any = jnp.float32) -> Params:
     """Stacked params, one model per key: ``stack([layer.init(k, in_shape, dtype)[1] for k in keys])``."""
-    return jax.vmap(lambda k: layer.init(k, tuple(in_shape), dtype)[1])(keys)
+    return jax.jit(jax.vmap(lambda k: layer.init(k, tuple(in_shape), dtype)[1]))(keys)
 
 
 def _num_models(params: Params) -> int:
@@ -119,7 +121,7 @@ def sweep(
     if learning_rates is None:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError("without learning_rates, optimizer must be a GradientTransformation")
-        factory, lrs = (lambda lr: optimizer), None
+        factory, lrs = optimizer, None
     else:
         if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
             raise TypeError("with learning_rates, optimizer must be a factory lr -> GradientTransformation")
@@ -134,28 +136,28 @@ def sweep(
         raise ValueError(f"sweep needs one key or {K} keys (one per model), got key array of shape {keys.shape}")
 
     n = int(data.x.shape[0])
-    epoch_fn = make_epoch(
+    spec = EpochSpec(
         layer,
         loss,
         factory,
-        num_examples=n,
-        batch_size=batch_size,
+        n,
+        batch_size,
         grad=grad,
         record=record,
         per_layer_grad_norms=per_layer_grad_norms,
-        accuracy=_accuracy_fn(accuracy, loss, data.y),
+        accuracy=accuracy_fn(accuracy, loss, data.y),
         eval_train=eval_train,
         eval_batch_size=eval_batch_size,
     )
     lr_axis = None if lrs is None else 0
-    vmapped = jax.jit(jax.vmap(epoch_fn, in_axes=(0, None, None, lr_axis)))
     if resume is not None:
         state = resume.state
     else:
-        state = jax.vmap(lambda p, k, lr: init_state(p, factory(lr), k), in_axes=(0, 0, lr_axis))(params, keys, lrs)
+        make = (lambda lr: factory) if lrs is None else factory  # noqa: E731
+        state = jax.vmap(lambda p, k, lr: init_state(p, make(lr), k), in_axes=(0, 0, lr_axis))(params, keys, lrs)
     assert isinstance(state, TrainState)
     return run_epochs(
-        vmapped,
+        functools.partial(jit_sweep_epoch, spec, lr_axis),
         state,
         lrs,
         data,

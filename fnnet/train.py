@@ -43,6 +43,7 @@ API summary (``import fnnet as fn``)::
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -55,9 +56,10 @@ from tqdm.auto import tqdm
 from fnnet.core import Array, Layer, Loss, Params
 from fnnet.data import Dataset, validate
 from fnnet.grad import GRAD_SOURCES
+from fnnet.metrics import accuracy_fn, evaluate, layer_norms, make_eval, param_layers
 from fnnet.optim import global_norm
 
-__all__ = ["TrainResult", "TrainState", "evaluate", "init_state", "make_epoch", "param_layers", "train"]
+__all__ = ["EpochSpec", "TrainResult", "TrainState", "evaluate", "init_state", "make_epoch", "param_layers", "train"]
 
 RECORDS = ("epoch", "step")
 
@@ -104,42 +106,6 @@ def init_state(params: Params, optimizer: optax.GradientTransformation, key: Arr
     )
 
 
-def param_layers(params: Params) -> list[int]:
-    """Indices of the top-level children that have parameters: the columns of ``layer_grad_norms``.
-
-    For ``serial(Dense, Relu, Dense)`` that is ``[0, 2]``. Params that are not a tuple/list count
-    one column per leaf.
-    """
-    if isinstance(params, (tuple, list)):
-        return [i for i, p in enumerate(params) if jax.tree_util.tree_leaves(p)]
-    return list(range(len(jax.tree_util.tree_leaves(params))))
-
-
-def _layer_norms(grads: Params) -> Array:
-    if isinstance(grads, (tuple, list)):
-        parts = [global_norm(grads[i]) for i in param_layers(grads)]
-    else:
-        parts = [jnp.sqrt(jnp.sum(jnp.square(g))) for g in jax.tree_util.tree_leaves(grads)]
-    return jnp.stack(parts) if parts else jnp.zeros((0,), jnp.float32)
-
-
-def _accuracy_fn(accuracy: Any, loss: Loss, y: Any) -> Callable | None:
-    if callable(accuracy) or accuracy is None or accuracy is False:
-        return accuracy or None
-    if accuracy != "auto":
-        raise ValueError(f"accuracy must be 'auto', None or a function (pred, y) -> fraction, got {accuracy!r}")
-    from fnnet.losses import binary_cross_entropy, softmax_cross_entropy
-
-    ydt = jnp.result_type(y)
-    if jnp.issubdtype(ydt, jnp.integer) and np.ndim(y) == 1:
-        return lambda pred, t: jnp.mean(jnp.argmax(pred, axis=-1) == t)
-    if loss is softmax_cross_entropy:
-        return lambda pred, t: jnp.mean(jnp.argmax(pred, axis=-1) == jnp.argmax(t, axis=-1))
-    if loss is binary_cross_entropy:
-        return lambda pred, t: jnp.mean((pred > 0) == (t > 0.5))
-    return None
-
-
 def _tree_where(c: Array, a: Any, b: Any) -> Any:
     return jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)
 
@@ -149,126 +115,107 @@ def _all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
-def _make_eval(layer: Layer, loss: Loss, acc_fn: Callable | None, batch_size: int | None):
-    """``(params, x, y) -> (mean loss, accuracy)`` in eval mode, in chunks of ``batch_size`` rows."""
+class EpochSpec(NamedTuple):
+    """The static configuration of a compiled epoch (hashable: equal specs share one compilation)."""
 
-    def chunk(params, x, y):
-        pred, _ = layer.forward(params, x, key=None, train=False)
-        value, _ = loss.forward(pred, y)
-        acc = acc_fn(pred, y) if acc_fn else jnp.zeros((), value.dtype)
-        return value, acc.astype(value.dtype)
-
-    def run(params, x, y):
-        n = x.shape[0]
-        c = n if batch_size is None else min(batch_size, n)
-        full, rest = divmod(n, c)
-        head = (
-            jnp.reshape(x[: full * c], (full, c) + x.shape[1:]),
-            jnp.reshape(y[: full * c], (full, c) + y.shape[1:]),
-        )
-        values, accs = (
-            jax.lax.map(lambda xy: chunk(params, *xy), head) if full > 1 else chunk(params, *[h[0] for h in head])
-        )
-        total_v, total_a = jnp.sum(values) * c, jnp.sum(accs) * c
-        if rest:
-            v, a = chunk(params, x[full * c :], y[full * c :])
-            total_v, total_a = total_v + v * rest, total_a + a * rest
-        return total_v / n, total_a / n
-
-    return run
+    layer: Layer
+    loss: Loss
+    optimizer: Any  # a GradientTransformation, or a factory lr -> GradientTransformation
+    num_examples: int
+    batch_size: int
+    grad: str = "manual"
+    record: str = "epoch"
+    per_layer_grad_norms: bool = False
+    accuracy: Callable | None = None
+    eval_train: bool = True
+    eval_batch_size: int | None = None
+    batch_sharding: Any = None
 
 
-def make_epoch(
-    layer: Layer,
-    loss: Loss,
-    optimizer: Callable[[Any], optax.GradientTransformation],
-    *,
-    num_examples: int,
-    batch_size: int,
-    grad: str = "manual",
-    record: str = "epoch",
-    per_layer_grad_norms: bool = False,
-    accuracy: Callable | None = None,
-    eval_train: bool = True,
-    eval_batch_size: int | None = None,
-    batch_sharding: Any = None,
-) -> Callable:
-    """The pure epoch function ``(state, data, test_data, lr) -> (state, metrics, step_metrics)``.
+def make_epoch(layer: Layer, loss: Loss, optimizer: Any, *, num_examples: int, batch_size: int, **options) -> Callable:
+    """The pure epoch function ``(state, data, test_data, lr=None) -> (state, metrics, step_metrics)``.
 
-    ``optimizer`` is a factory ``lr -> GradientTransformation`` (``lr`` may be traced, or None).
+    ``optimizer`` is a GradientTransformation, or a factory ``lr -> GradientTransformation`` called
+    with the (possibly traced) ``lr``. ``options`` are the other fields of :class:`EpochSpec`.
     :func:`train` jits it; :func:`fnnet.sweep` jits its vmap. Use it to build your own loops.
     """
-    if grad not in GRAD_SOURCES:
-        raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
-    vg = GRAD_SOURCES[grad](layer, loss, has_aux=True)
-    steps = num_examples // batch_size
-    evaluate_ = _make_eval(layer, loss, accuracy, eval_batch_size)
+    spec = EpochSpec(layer, loss, optimizer, num_examples, batch_size, **options)
+    if spec.grad not in GRAD_SOURCES:
+        raise ValueError(f"unknown gradient source {spec.grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+    return functools.partial(_epoch, spec)
 
-    def epoch(state: TrainState, data: Dataset, test_data: Dataset | None, lr: Any = None):
-        opt = optimizer(lr)
-        x, y = data
-        key, k_perm, k_steps = jax.random.split(state.key, 3)
-        if batch_size == num_examples:
-            idx = jnp.zeros((1, 0), jnp.int32)  # full batch: no gather, order is irrelevant
-        else:
-            idx = jax.random.permutation(k_perm, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
-        def step(carry, inp):
-            params, opt_state, diverged, div_step, count = carry
-            batch_idx, k = inp
-            xb, yb = (x, y) if batch_size == num_examples else (x[batch_idx], y[batch_idx])
-            if batch_sharding is not None:
-                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
-                yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
-            (value, (pred, cache)), grads = vg(params, xb, yb, key=k, train=True)
-            gnorm = global_norm(grads)
-            updates, new_opt = opt.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            if layer.update_state is not None:
-                new_params = layer.update_state(new_params, cache)
-            finite = jnp.isfinite(value) & jnp.isfinite(gnorm) & _all_finite(new_params)
-            live = ~diverged & finite
-            nan = jnp.full((), jnp.nan, jnp.result_type(value))
-            metrics = {"loss": jnp.where(diverged, nan, value), "grad_norm": jnp.where(diverged, nan, gnorm)}
+def _epoch(spec: EpochSpec, state: TrainState, data: Dataset, test_data: Dataset | None, lr: Any = None):
+    layer, n, batch_size, accuracy = spec.layer, spec.num_examples, spec.batch_size, spec.accuracy
+    vg = GRAD_SOURCES[spec.grad](layer, spec.loss, has_aux=True)
+    opt = spec.optimizer if isinstance(spec.optimizer, optax.GradientTransformation) else spec.optimizer(lr)
+    steps = n // batch_size
+    x, y = data
+    key, k_perm, k_steps = jax.random.split(state.key, 3)
+    if batch_size == n:
+        idx = jnp.zeros((1, 0), jnp.int32)  # full batch: no gather, order is irrelevant
+    else:
+        idx = jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size)
+
+    def step(carry, inp):
+        params, opt_state, diverged, div_step, count = carry
+        batch_idx, k = inp
+        xb, yb = (x, y) if batch_size == n else (x[batch_idx], y[batch_idx])
+        if spec.batch_sharding is not None:
+            xb = jax.lax.with_sharding_constraint(xb, spec.batch_sharding)
+            yb = jax.lax.with_sharding_constraint(yb, spec.batch_sharding)
+        (value, (pred, cache)), grads = vg(params, xb, yb, key=k, train=True)
+        gnorm = global_norm(grads)
+        updates, new_opt = opt.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if layer.update_state is not None:
+            new_params = layer.update_state(new_params, cache)
+        finite = jnp.isfinite(value) & jnp.isfinite(gnorm) & _all_finite(new_params)
+        live = ~diverged & finite
+        nan = jnp.full((), jnp.nan, jnp.result_type(value))
+        metrics = {"loss": jnp.where(diverged, nan, value), "grad_norm": jnp.where(diverged, nan, gnorm)}
+        if accuracy is not None:
+            metrics["accuracy"] = jnp.where(diverged, nan, accuracy(pred, yb).astype(nan.dtype))
+        if spec.per_layer_grad_norms:
+            metrics["layer_grad_norms"] = jnp.where(diverged, nan, layer_norms(grads))
+        carry = (
+            _tree_where(live, new_params, params),
+            _tree_where(live, new_opt, opt_state),
+            diverged | ~finite,
+            jnp.where(~diverged & ~finite, count, div_step),
+            count + live.astype(count.dtype),
+        )
+        return carry, metrics
+
+    carry0 = (state.params, state.opt_state, state.diverged, state.diverged_step, state.step)
+    (params, opt_state, diverged, div_step, count), per_step = jax.lax.scan(
+        step, carry0, (idx, jax.random.split(k_steps, steps))
+    )
+    metrics = {k: jnp.mean(v, axis=0) for k, v in per_step.items()}
+    nan = jnp.full((), jnp.nan, metrics["loss"].dtype)
+    evaluate_ = make_eval(layer, spec.loss, accuracy, spec.eval_batch_size)
+    for prefix, ds in (("train", data if spec.eval_train else None), ("test", test_data)):
+        if ds is not None:
+            v, a = evaluate_(params, *ds)
+            metrics[f"{prefix}_loss"] = jnp.where(diverged, nan, v)
             if accuracy is not None:
-                metrics["accuracy"] = jnp.where(diverged, nan, accuracy(pred, yb).astype(nan.dtype))
-            if per_layer_grad_norms:
-                metrics["layer_grad_norms"] = jnp.where(diverged, nan, _layer_norms(grads))
-            carry = (
-                _tree_where(live, new_params, params),
-                _tree_where(live, new_opt, opt_state),
-                diverged | ~finite,
-                jnp.where(~diverged & ~finite, count, div_step),
-                count + live.astype(count.dtype),
-            )
-            return carry, metrics
-
-        carry0 = (state.params, state.opt_state, state.diverged, state.diverged_step, state.step)
-        inputs = (idx, jax.random.split(k_steps, steps))
-        (params, opt_state, diverged, div_step, count), per_step = jax.lax.scan(step, carry0, inputs)
-        metrics = {k: jnp.mean(v, axis=0) for k, v in per_step.items()}
-        nan = jnp.full((), jnp.nan, metrics["loss"].dtype)
-        for prefix, ds in (("train", data if eval_train else None), ("test", test_data)):
-            if ds is not None:
-                v, a = evaluate_(params, *ds)
-                metrics[f"{prefix}_loss"] = jnp.where(diverged, nan, v)
-                if accuracy is not None:
-                    metrics[f"{prefix}_accuracy"] = jnp.where(diverged, nan, a)
-        metrics["diverged"] = diverged
-        new_state = TrainState(params, opt_state, jnp.where(diverged, state.key, key), count, diverged, div_step)
-        return new_state, metrics, (per_step if record == "step" else {})
-
-    return epoch
+                metrics[f"{prefix}_accuracy"] = jnp.where(diverged, nan, a)
+    metrics["diverged"] = diverged
+    new_state = TrainState(params, opt_state, jnp.where(diverged, state.key, key), count, diverged, div_step)
+    return new_state, metrics, (per_step if spec.record == "step" else {})
 
 
-def evaluate(
-    layer: Layer, loss: Loss, params: Params, data: Any, *, accuracy: Any = "auto", batch_size: int | None = None
-) -> tuple[float, float | None]:
-    """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode."""
-    ds = validate(data, "data")
-    acc_fn = _accuracy_fn(accuracy, loss, ds.y)
-    v, a = jax.jit(_make_eval(layer, loss, acc_fn, batch_size))(params, jnp.asarray(ds.x), jnp.asarray(ds.y))
-    return float(v), (float(a) if acc_fn else None)
+# Jitted once per distinct spec (JAX's own cache keys on the static spec): repeated runs of one
+# configuration, e.g. a loop over seeds with the same optimizer object, compile once.
+@functools.partial(jax.jit, static_argnums=0)
+def jit_epoch(spec: EpochSpec, state: TrainState, data: Dataset, test_data: Dataset | None, lr: Any = None):
+    return _epoch(spec, state, data, test_data, lr)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def jit_sweep_epoch(spec: EpochSpec, lr_axis: int | None, state, data, test_data, lr):
+    """K runs at once: :func:`_epoch` vmapped over state (and lr when ``lr_axis`` is 0)."""
+    return jax.vmap(functools.partial(_epoch, spec), in_axes=(0, None, None, lr_axis))(state, data, test_data, lr)
 
 
 def check_options(data: Any, test_data: Any, batch_size: Any, epochs: Any, record: str, grad: str):
@@ -375,16 +322,16 @@ def train(
         params = replicate(params, mesh)
         data = replicate(data, mesh)
         test_data = None if test_data is None else replicate(test_data, mesh)
-    epoch_fn = make_epoch(
+    spec = EpochSpec(
         layer,
         loss,
-        lambda lr: optimizer,
-        num_examples=n,
-        batch_size=batch_size,
+        optimizer,
+        n,
+        batch_size,
         grad=grad,
         record=record,
         per_layer_grad_norms=per_layer_grad_norms,
-        accuracy=_accuracy_fn(accuracy, loss, data.y),
+        accuracy=accuracy_fn(accuracy, loss, data.y),
         eval_train=eval_train,
         eval_batch_size=eval_batch_size,
         batch_sharding=sharding,
@@ -392,7 +339,7 @@ def train(
     state = resume.state if resume is not None else init_state(params, optimizer, key)
     start = len(resume.history["loss"]) if resume is not None else 0
     return run_epochs(
-        jax.jit(epoch_fn),
+        functools.partial(jit_epoch, spec),
         state,
         None,
         data,
