@@ -66,8 +66,12 @@ def pick(tree: Any, k: int) -> Any:
 
 
 def init_params(layer: Layer, in_shape: tuple[int, ...], keys: Array, dtype: Any = jnp.float32) -> Params:
-    """Stacked params, one model per key: ``stack([layer.init(k, in_shape, dtype)[1] for k in keys])``."""
-    return jax.jit(jax.vmap(lambda k: layer.init(k, tuple(in_shape), dtype)[1]))(keys)
+    """Stacked params, one model per key: ``stack([layer.init(k, in_shape, dtype)[1] for k in keys])``.
+
+    A loop of eager inits (JAX caches each random op by shape, so K models cost little more than one)
+    rather than a vmap, which would compile a new program for every call.
+    """
+    return stack([layer.init(k, tuple(in_shape), dtype)[1] for k in keys])
 
 
 def _num_models(params: Params) -> int:

@@ -13,7 +13,6 @@ from fnnet.sweep import init_params, pick, stack, sweep
 from fnnet.train import train
 
 
-@jax.jit
 def _data(key):
     kx, kw = jax.random.split(key)
     x = jax.random.normal(kx, (64, 4))
