@@ -9,13 +9,14 @@
 * :func:`per_example_noise` — B_simple = tr(Σ)/|G|² (McCandlish eq. 2.8) from per-example gradients
   of the hand-written rules under ``vmap``; :func:`two_batch_noise` — the unbiased estimator of
   their Appendix A from gradients at two batch sizes.
-* :func:`top_hessian_eigenvalue` — power iteration on Hessian–vector products, the HVP being the
+* :func:`top_hessian_eigenvalues` — power iteration on Hessian–vector products, the HVP being the
   forward-mode derivative (``jax.jvp``) of the manual gradient.
 * :func:`window_noise` — the std of a loss curve about its local linear trend in sliding windows.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -110,23 +111,13 @@ def _sq(tree: Any) -> jax.Array:
     return sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(tree))
 
 
-def per_example_noise(
-    net: fn.Layer, loss: fn.Loss, params: Any, x: jax.Array, y: jax.Array, *, chunk: int = 500, grad: str = "manual"
-) -> dict[str, float]:
-    """B_simple = tr(Σ)/|G|² over the n examples given, from per-example gradients under ``vmap``.
-
-    G = (1/n) Σ g_i (the full-batch gradient) and tr(Σ) = (Σ|g_i|² − n|G|²)/(n − 1). Also returns
-    ``full_batch_rel_err``: ‖mean of per-example gradients − the batch gradient‖/‖G‖ (one rule, two ways).
-    """
+@functools.cache
+def _per_example_fn(net: fn.Layer, loss: fn.Loss, grad: str, n: int, chunk: int):
+    """The jitted statistics of :func:`per_example_noise`, built once per (net, loss, grad, n, chunk)."""
     vg = GRAD_SOURCES[grad](net, loss)
-    n = int(x.shape[0])
-    if n % chunk:
-        raise ValueError(f"per_example_noise needs n divisible by chunk={chunk}, got n={n}")
+    per = jax.vmap(vg, (None, 0, 0))
 
-    @jax.jit
     def stats(params, x, y):
-        per = jax.vmap(vg, (None, 0, 0))
-
         def body(carry, xy):
             _, g = per(params, xy[0][:, None], xy[1][:, None])
             total = jax.tree_util.tree_map(lambda c, a: c + jnp.sum(a, axis=0), carry[0], g)
@@ -136,12 +127,46 @@ def per_example_noise(
         xs = (jnp.reshape(x, (n // chunk, chunk) + x.shape[1:]), jnp.reshape(y, (n // chunk, chunk) + y.shape[1:]))
         (total, sumsq), _ = jax.lax.scan(body, (zero, jnp.zeros((), x.dtype)), xs)
         mean = jax.tree_util.tree_map(lambda a: a / n, total)
-        _, full = vg(params, x, y)
+        value, full = vg(params, x, y)
         diff = jax.tree_util.tree_map(lambda a, b: a - b, mean, full)
-        return _sq(mean), (sumsq - n * _sq(mean)) / (n - 1), jnp.sqrt(_sq(diff) / _sq(full))
+        return _sq(mean), (sumsq - n * _sq(mean)) / (n - 1), jnp.sqrt(_sq(diff) / _sq(full)), value
 
-    g2, tr, err = (float(v) for v in stats(params, x, y))
-    return {"g2": g2, "tr_sigma": tr, "b_simple": tr / g2, "full_batch_rel_err": err}
+    return jax.jit(stats)
+
+
+def per_example_noise(
+    net: fn.Layer, loss: fn.Loss, params: Any, x: jax.Array, y: jax.Array, *, chunk: int = 500, grad: str = "manual"
+) -> dict[str, float]:
+    """B_simple = tr(Σ)/|G|² over the n examples given, from per-example gradients under ``vmap``.
+
+    G = (1/n) Σ g_i (the full-batch gradient) and tr(Σ) = (Σ|g_i|² − n|G|²)/(n − 1). Also returns
+    ``full_batch_rel_err``: ‖mean of per-example gradients − the batch gradient‖/‖G‖ (one rule, two ways)
+    and ``loss``, the mean loss over the n examples.
+    """
+    n = int(x.shape[0])
+    if n % chunk:
+        raise ValueError(f"per_example_noise needs n divisible by chunk={chunk}, got n={n}")
+    stats = _per_example_fn(net, loss, grad, n, chunk)
+    g2, tr, err, value = (float(v) for v in stats(params, x, y))
+    return {"loss": value, "g2": g2, "tr_sigma": tr, "b_simple": tr / g2, "full_batch_rel_err": err}
+
+
+@functools.cache
+def _two_batch_fn(net: fn.Layer, loss: fn.Loss, grad: str, b_small: int, b_big: int, draws: int):
+    """The jitted squared gradient norms of :func:`two_batch_noise`: ``draws`` batches of each size."""
+    vg = GRAD_SOURCES[grad](net, loss)
+
+    def norms(params, x, y, key):
+        def one(k, b):
+            idx = jax.random.randint(k, (b,), 0, x.shape[0])  # with replacement: E|G_B|² = |G|² + tr(Σ)/B
+            return _sq(vg(params, x[idx], y[idx])[1])
+
+        ks, kb = jax.random.split(key)
+        small = jax.lax.map(lambda k: one(k, b_small), jax.random.split(ks, draws))
+        big = jax.lax.map(lambda k: one(k, b_big), jax.random.split(kb, draws))
+        return small, big
+
+    return jax.jit(norms)
 
 
 def two_batch_noise(
@@ -166,21 +191,8 @@ def two_batch_noise(
     each averaged over ``draws`` independent batches per size; B_simple is their ratio. The spread
     ``b_simple_se`` is the standard error over ``groups`` disjoint groups of draws.
     """
-    vg = GRAD_SOURCES[grad](net, loss)
-    n = int(x.shape[0])
-
-    @jax.jit
-    def norms(params, key):
-        def one(k, b):
-            idx = jax.random.randint(k, (b,), 0, n)
-            return _sq(vg(params, x[idx], y[idx])[1])
-
-        ks, kb = jax.random.split(key)
-        small = jax.lax.map(lambda k: one(k, b_small), jax.random.split(ks, draws))
-        big = jax.lax.map(lambda k: one(k, b_big), jax.random.split(kb, draws))
-        return small, big
-
-    small, big = (np.asarray(v, np.float64) for v in norms(params, key))
+    norms = _two_batch_fn(net, loss, grad, b_small, b_big, draws)
+    small, big = (np.asarray(v, np.float64) for v in norms(params, x, y, key))
 
     def est(s: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         g2 = (b_big * b.mean() - b_small * s.mean()) / (b_big - b_small)
@@ -205,27 +217,12 @@ def two_batch_noise(
 # sharpness
 
 
-def top_hessian_eigenvalue(
-    net: fn.Layer,
-    loss: fn.Loss,
-    params: Any,
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    iters: int = 50,
-    grad: str = "manual",
-) -> dict[str, float]:
-    """λ_max of the training-loss Hessian by power iteration: v ← Hv/‖Hv‖, λ = vᵀHv.
-
-    Hv = d/dt ∇L(θ + t v) at t = 0: ``jax.jvp`` through the gradient function, so with
-    ``grad="manual"`` forward mode runs through the hand-written backward rules. Returns the
-    Rayleigh quotient after ``iters`` steps and its relative change over the last 5 (convergence).
-    """
+@functools.cache
+def _power_fn(net: fn.Layer, loss: fn.Loss, grad: str, iters: int):
+    """Jitted, model-vmapped power iteration of :func:`top_hessian_eigenvalues`."""
     vg = GRAD_SOURCES[grad](net, loss)
 
-    @jax.jit
-    def power(params, key):
+    def power(params, x, y, key):
         def hvp(v):
             return jax.jvp(lambda p: vg(p, x, y)[1], (params,), (v,))[1]
 
@@ -246,10 +243,40 @@ def top_hessian_eigenvalue(
         _, lams = jax.lax.fori_loop(0, iters, body, (normalise(v), jnp.zeros((iters,), x.dtype)))
         return lams
 
-    lams = np.asarray(power(params, key), np.float64)
-    last = lams[-1]
-    change = float(np.max(np.abs(lams[-5:] - last)) / max(abs(last), 1e-12))
-    return {"lambda_max": float(last), "rel_change_last5": change, "iters": iters}
+    return jax.jit(jax.vmap(power, (0, None, None, None)))
+
+
+def top_hessian_eigenvalues(
+    net: fn.Layer,
+    loss: fn.Loss,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array,
+    *,
+    iters: int = 50,
+    grad: str = "manual",
+) -> dict[str, list[float]]:
+    """λ_max of the training-loss Hessian of each of K stacked models by power iteration.
+
+    v ← Hv/‖Hv‖ and λ = vᵀHv (the Rayleigh quotient), from one random start per call. The
+    Hessian–vector product is Hv = d/dt ∇L(θ + t v) at t = 0: ``jax.jvp`` through the gradient
+    function, so with ``grad="manual"`` forward mode runs through the hand-written backward rules.
+    Power iteration finds the eigenvalue of largest magnitude; at a minimum that is the top one.
+    Returns ``lambda_max`` (K,) after ``iters`` steps and ``rel_change_last5`` (K,), its relative
+    change over the last 5 iterations (a convergence check).
+    """
+    lams = np.asarray(_power_fn(net, loss, grad, iters)(params, x, y, key), np.float64)  # (K, iters)
+    last = lams[:, -1]
+    change = np.max(np.abs(lams[:, -5:] - last[:, None]), axis=1) / np.maximum(np.abs(last), 1e-12)
+    return {"lambda_max": last.tolist(), "rel_change_last5": change.tolist(), "iters": iters}
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman rank correlation (no ties expected): Pearson correlation of the ranks."""
+    ra = np.argsort(np.argsort(np.asarray(a, float))).astype(float)
+    rb = np.argsort(np.argsort(np.asarray(b, float))).astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 # ----------------------------------------------------------------------------------------------
