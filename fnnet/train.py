@@ -249,16 +249,16 @@ def run_epochs(epoch_fn, state, lr, data, test_data, *, epochs, start, prior, st
         shown = np.where(diverged, np.nan, np.asarray(m["loss"]))
         bar.set_postfix(loss=f"{np.nanmean(shown):.4g}" if not diverged.all() else "nan", diverged=int(diverged.sum()))
         if callback is not None or bool(diverged.all()):
-            result = _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, epochs, e + 1)
+            result = _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, e + 1)
             if callback is not None:
                 callback(e, result)
             if bool(diverged.all()):
                 break
     bar.close()
-    return _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, epochs, epochs)
+    return _assemble(state, prior, hist, shist, steps, time.perf_counter() - t0, max(epochs, start))
 
 
-def _assemble(state, prior, hist, shist, steps, wall, epochs, upto):
+def _assemble(state, prior, hist, shist, steps, wall, upto):
     """A TrainResult whose histories cover ``upto`` epochs: prior + new, NaN after an early stop."""
     lead = np.ndim(state.step)  # 0 for one run, 1 for a sweep (K runs first)
     h = _join(prior.history if prior else {}, hist, upto, lead, stack=True)
@@ -337,6 +337,8 @@ def train(
         batch_sharding=sharding,
     )
     state = resume.state if resume is not None else init_state(params, optimizer, key)
+    if mesh is not None:
+        state = replicate(state, mesh)
     start = len(resume.history["loss"]) if resume is not None else 0
     return run_epochs(
         functools.partial(jit_epoch, spec),
