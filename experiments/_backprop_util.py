@@ -142,9 +142,14 @@ def _listing_fnnet_side(key: jax.Array, batch: int, dims: tuple[int, int, int, i
     return params, x, t, g
 
 
-def listing_backprop(key: jax.Array, batch: int, dims: tuple[int, int, int, int]) -> dict:
+def listing_fnnet_side(key: jax.Array, batch: int, dims: tuple[int, int, int, int]):
+    """fnnet's side of the listing check (params, x, t, grads); jit-able, and inlined by an outer jit."""
+    return _listing_fnnet_side(key, batch, dims)
+
+
+def listing_backprop(fnnet_side: tuple, batch: int) -> dict:
     """The listing (as printed and with the index corrected) against fnnet on tanh → relu → sigmoid + BCE."""
-    params, x, t, g = jax.device_get(_listing_fnnet_side(key, batch, dims))
+    params, x, t, g = jax.device_get(fnnet_side)
     dense = [params[0], params[2], params[4]]
     grads = [g[0], g[2], g[4]]
     Ws = [np.asarray(p["W"]).T for p in dense]

@@ -12,7 +12,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import fnnet as fn
@@ -57,8 +56,3 @@ def fit_full_batch(
     if per_model_y:
         return jax.vmap(train_one)(params, y)
     return jax.vmap(train_one, in_axes=(0, None))(params, y)
-
-
-def stacked_init(layer: fn.Layer, in_shape: tuple[int, ...], keys: jax.Array, dtype: Any = jnp.float32) -> Any:
-    """K independent inits, stacked on a leading axis (one compiled program)."""
-    return jax.jit(jax.vmap(lambda k: layer.init(k, in_shape, dtype)[1]))(keys)

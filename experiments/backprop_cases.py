@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
-from experiments._backprop_util import five_step, listing_backprop, softmax_ce_elementwise
+from experiments._backprop_util import five_step, listing_backprop, listing_fnnet_side, softmax_ce_elementwise
 from experiments._common import Claim, Result, close, pyplot, save_figure
 from fnnet.gradcheck import relative_error
 
@@ -99,7 +99,7 @@ def _net(c: Config) -> fn.Layer:
 def _fnnet_side(key: jax.Array, c: Config):
     """Params, data and the gradients of fnnet's rules and of jax.grad, as one compiled program."""
     net = _net(c)
-    keys = jax.random.split(key, 4)
+    keys = jax.random.split(key, 5)
     _, params = net.init(keys[0], (c.d_in,), jnp.float64)
     x = jax.random.normal(keys[1], (c.batch, c.d_in), jnp.float64)
     t = jax.random.uniform(keys[2], (c.batch, c.d_out), jnp.float64)
@@ -108,13 +108,14 @@ def _fnnet_side(key: jax.Array, c: Config):
         gm = fn.value_and_grad(net, fn.mse)(params, x[sl], t[sl])[1]
         ga = fn.autodiff_value_and_grad(net, fn.mse)(params, x[sl], t[sl])[1]
         grads[label] = (gm, ga)
-    return params, x, t, 2.0 * jax.random.normal(keys[3], (c.classes,), jnp.float64), grads
+    listing_side = listing_fnnet_side(keys[4], c.batch, (c.d_in, c.d_hidden, c.d_hidden, 1))
+    return params, x, t, 2.0 * jax.random.normal(keys[3], (c.classes,), jnp.float64), grads, listing_side
 
 
 def run(config: Config, out_dir: Path) -> Result:
     c = config
     with jax.enable_x64(True):
-        params, x, t, z_ce, grads = jax.device_get(_fnnet_side(jax.random.key(c.seed), c))
+        params, x, t, z_ce, grads, listing_side = jax.device_get(_fnnet_side(jax.random.key(c.seed), c))
         cases = {}
         for label, sl in (("one example", slice(0, 1)), (f"batch of {c.batch}", slice(None))):
             gm, ga = grads[label.split(" ")[0]]
@@ -122,9 +123,7 @@ def run(config: Config, out_dir: Path) -> Result:
         manual = fn.value_and_grad(_net(c), fn.mse)
         five = five_step(params, x, t, c.lr, c.five_step_iters, manual)
         ce = softmax_ce_elementwise(z_ce, 1)
-        listing = listing_backprop(
-            jax.random.fold_in(jax.random.key(c.seed), 1), c.batch, (c.d_in, c.d_hidden, c.d_hidden, 1)
-        )
+        listing = listing_backprop(listing_side, c.batch)
 
     claims, errs = [], {}
     for label, r in cases.items():
