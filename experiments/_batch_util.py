@@ -55,6 +55,7 @@ class Workload:
     stop_factor: float = 1.5  # run on to this multiple of the best seed's steps
     diverge_loss: float = 100.0  # a checked loss above this (or non-finite) counts as diverged
     grad: str = "manual"  # gradient source: the hand-written rules by default
+    dtype: str = "float32"  # "float64" needs jax_enable_x64 (data_parallel's rounding control)
 
 
 @functools.cache
@@ -65,8 +66,12 @@ def load_data() -> tuple[fdata.Dataset, fdata.Dataset]:
     return as_jax(train), as_jax(test)
 
 
+@functools.cache
 def mlp(hidden: tuple[int, ...] = (128, 128), classes: int = 10) -> fn.Layer:
-    """Dense-ReLU stack with He-normal weights, then a linear read-out; ``hidden=()`` is logistic regression."""
+    """Dense-ReLU stack with He-normal weights, then a linear read-out; ``hidden=()`` is logistic regression.
+
+    Cached: one Layer object per architecture, so every jitted helper keyed on it compiles once.
+    """
     layers: list[fn.Layer] = []
     for width in hidden:
         layers += [fn.Dense(width, w_init=initializers.he_normal()), fn.Relu()]
@@ -74,10 +79,10 @@ def mlp(hidden: tuple[int, ...] = (128, 128), classes: int = 10) -> fn.Layer:
     return fn.serial(*layers)
 
 
-def init_models(net: fn.Layer, seeds: tuple[int, ...], in_dim: int = 40) -> Any:
+def init_models(net: fn.Layer, seeds: tuple[int, ...], in_dim: int = 40, dtype: Any = jnp.float32) -> Any:
     """Params stacked over seeds (S, ...): seed s initialises from ``fold_in(key(s), 0)``."""
     keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in seeds])
-    return jax.vmap(lambda k: net.init(k, (in_dim,))[1])(keys)
+    return jax.vmap(lambda k: net.init(k, (in_dim,), dtype)[1])(keys)
 
 
 def data_keys(seeds: tuple[int, ...]) -> jax.Array:
@@ -148,7 +153,7 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
         mask_, slot_ = jnp.asarray(mask), jnp.asarray(slot)
         opt_state = jax.vmap(lambda p, lr: opt(lr).init(p))(params, lrs)
         k = n_seeds * n_lrs
-        curve = jnp.full((len(sched), k), jnp.nan, jnp.float32).at[0].set(eval_all(params, xe, ye))
+        curve = jnp.full((len(sched), k), jnp.nan, x.dtype).at[0].set(eval_all(params, xe, ye))
         carry = (jnp.int32(0), params, opt_state, jnp.full((k,), NOT_REACHED, jnp.int32), jnp.zeros((k,), bool), curve)
 
         def cond(c):
@@ -213,18 +218,23 @@ def run_to_target(
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     limit = min(wl.max_steps if limit is None else int(limit), wl.max_steps, wl.max_epochs * (n // batch_size))
-    params = init_models(mlp(wl.hidden), seeds)  # (S, ...) -> (S·L, ...): each rate starts from its seed's init
+    dtype = jnp.dtype(wl.dtype)
+    params = init_models(mlp(wl.hidden), seeds, dtype=dtype)  # (S, ...) -> (S·L, ...): each rate from its seed's init
     params = jax.tree_util.tree_map(lambda a: jnp.repeat(a, len(lrs), axis=0), params)
     f = _compiled(wl, n, batch_size, len(seeds), len(lrs), float(momentum), mesh)
-    x, y = train
+    x, y = train.x.astype(dtype), train.y
     orders = batch_orders(tuple(seeds), n, 1 if batch_size == n else wl.max_epochs)
-    if mesh is not None:
-        from fnnet.parallel import replicate
+    if mesh is not None:  # data parallel: params replicated; the batch split over the mesh's "data" axis
+        from fnnet.parallel import batch_sharding, replicate, shard_batch
 
-        params, x, y = replicate((params, x, y), mesh)
+        batch_sharding(mesh, batch_size)  # refuses a batch that does not divide over the devices
+        params, orders = replicate((params, orders), mesh)
+        # full batch: the dataset itself is sharded; mini-batch: it is replicated and each gathered batch
+        # is constrained to the data axis inside the step
+        x, y = shard_batch((x, y), mesh) if batch_size == n else replicate((x, y), mesh)
     t, done, div, curve = f(
         params,
-        jnp.tile(jnp.asarray(lrs, jnp.float32), len(seeds)),
+        jnp.tile(jnp.asarray(lrs, dtype), len(seeds)),
         orders,
         x,
         y,
@@ -362,3 +372,18 @@ def series(points: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         "S_lo": np.array([min(p["best_steps_seeds"]) for p in ok], float),
         "S_hi": np.array([max(p["best_steps_seeds"]) for p in ok], float),
     }
+
+
+@functools.cache
+def _eval_fn(net: fn.Layer):
+    def one(p, x, y):
+        pred, _ = net.forward(p, x, train=False)
+        return fn.softmax_cross_entropy.forward(pred, y)[0], jnp.mean(jnp.argmax(pred, axis=-1) == y)
+
+    return jax.jit(jax.vmap(one, (0, None, None)))
+
+
+def evaluate_models(net: fn.Layer, params: Any, data: fdata.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-entropy and accuracy of K stacked models on ``data`` (one compiled program per net)."""
+    loss, acc = _eval_fn(net)(params, data.x, data.y)
+    return np.asarray(loss), np.asarray(acc)
