@@ -284,7 +284,7 @@ def _summary_line(s: dict) -> str:
     return (
         f"{head}{s['epochs']} epochs, {s['steps']} steps: train loss {num(s['train_loss'])} "
         f"acc {pct(s['train_accuracy'])} | test loss {num(s['test_loss'])} acc {pct(s['test_accuracy'])}{best} "
-        f"| {s['wall_time_s']:.1f} s"
+        f"| wall time {s['wall_time_s']:.1f} s"
     )
 
 
