@@ -67,6 +67,21 @@ def fit_examples(batch: Any, examples: Any) -> dict[str, float]:
     return {"e_min": f["y_min"], "b_noise": f["b_noise"], "r2": f["r2"]}
 
 
+def series(points: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The reached points of a sweep as arrays: B, steps S, examples E = B·S, best lr, seed min/max."""
+    ok = [p for p in points if p["best_steps"] is not None]
+    b = np.array([p["batch_size"] for p in ok], float)
+    s = np.array([p["best_steps"] for p in ok], float)
+    return {
+        "B": b,
+        "S": s,
+        "E": b * s,
+        "lr": np.array([p["best_lr"] for p in ok], float),
+        "S_lo": np.array([min(p["best_steps_seeds"]) for p in ok], float),
+        "S_hi": np.array([max(p["best_steps_seeds"]) for p in ok], float),
+    }
+
+
 PERFECT_SLOPE = -0.75  # a doubling of B still cuts the steps by ≥ 2^0.75 ≈ 1.68×
 FLAT_SLOPE = -0.15  # a doubling of B cuts the steps by ≤ 2^0.15 ≈ 1.11×
 

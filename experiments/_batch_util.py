@@ -332,6 +332,24 @@ def tune_batch(
     }
 
 
+def revive(obj: Any) -> Any:
+    """Undo :func:`experiments._common.to_jsonable`'s NaN/Inf strings ("nan", "inf", "-inf") in a loaded result."""
+    if isinstance(obj, dict):
+        return {k: revive(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [revive(v) for v in obj]
+    if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
+        return float(obj)
+    return obj
+
+
+def cached(path: Any, compute: Any) -> Any:
+    """``_common.cached_json`` with NaN/Inf restored: the same value whether computed now or loaded."""
+    from experiments._common import cached_json
+
+    return revive(cached_json(path, compute))
+
+
 def sweep_batches(
     wl: Workload,
     batch_sizes: tuple[int, ...],
@@ -347,31 +365,14 @@ def sweep_batches(
     """
     from pathlib import Path
 
-    from experiments._common import cached_json
-
     out, center = [], lr0_exp
     for b in sorted(batch_sizes):
         path = Path(out_dir) / f"sweep_m{momentum:g}_B{b}.json"
-        r = cached_json(path, lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum)))
+        r = cached(path, lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum)))
         out.append(r)
         if r["best_exponent"] is not None:
             center = int(r["best_exponent"])
     return out
-
-
-def series(points: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The reached points of a sweep as arrays: B, steps S, examples E = B·S, best lr, seed min/max."""
-    ok = [p for p in points if p["best_steps"] is not None]
-    b = np.array([p["batch_size"] for p in ok], float)
-    s = np.array([p["best_steps"] for p in ok], float)
-    return {
-        "B": b,
-        "S": s,
-        "E": b * s,
-        "lr": np.array([p["best_lr"] for p in ok], float),
-        "S_lo": np.array([min(p["best_steps_seeds"]) for p in ok], float),
-        "S_hi": np.array([max(p["best_steps_seeds"]) for p in ok], float),
-    }
 
 
 @functools.cache

@@ -24,7 +24,7 @@ import numpy as np
 import fnnet as fn
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, cached_json, pyplot, save_figure
+from experiments._common import Claim, Result, pyplot, save_figure
 from fnnet.sweep import sweep
 from fnnet.train import evaluate
 
@@ -47,9 +47,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": Config(
-        batch_sizes=(16, 256, 4000), logreg_batch_sizes=(256, 4000), epochs=2, lr_offsets=(0,), hidden=(16,)
-    ),
+    "tiny": Config(batch_sizes=(400, 4000), logreg_batch_sizes=(4000,), epochs=3, lr_offsets=(0,), hidden=(16,)),
     "quick": Config(),
     "full": Config(
         batch_sizes=(1, 4, 16, 64, 256, 1024, 4000),
@@ -131,7 +129,7 @@ def run(config: Config, out_dir: Path) -> Result:
     for model in ("mlp", "logreg"):
         res[model] = {}
         for b in config.batch_sizes if model == "mlp" else config.logreg_batch_sizes:
-            r = cached_json(out_dir / f"regime_{model}_B{b}.json", lambda m=model, b=b: run_regime(m, b, config))
+            r = bu.cached(out_dir / f"regime_{model}_B{b}.json", lambda m=model, b=b: run_regime(m, b, config))
             res[model][b] = r
             timings[f"{model}_B{b}_s_per_epoch"] = r["s_per_epoch_per_model"]
     n = max(config.batch_sizes)

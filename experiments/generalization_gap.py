@@ -24,7 +24,7 @@ import numpy as np
 import fnnet as fn
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, cached_json, close, pyplot, save_figure
+from experiments._common import Claim, Result, close, pyplot, save_figure
 from fnnet.sweep import sweep
 
 NAME = "generalization_gap"
@@ -46,7 +46,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": Config(batch_sizes=(64, 1024), epochs=1, lr_offsets=(0,), n_seeds=1, hidden=(16,), power_iters=5),
+    "tiny": Config(batch_sizes=(1024, 4000), epochs=1, lr_offsets=(0,), n_seeds=1, hidden=(16,), power_iters=5),
     "quick": Config(),
     "full": Config(
         batch_sizes=(16, 32, 64, 128, 256, 512, 1024, 2000, 4000),
@@ -124,7 +124,7 @@ def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     pts = [
-        cached_json(out_dir / f"point_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
+        bu.cached(out_dir / f"point_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
     ]
     man, auto = autodiff_check(config)
     b = np.array([p["batch_size"] for p in pts], float)

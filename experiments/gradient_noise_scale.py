@@ -94,7 +94,7 @@ def run(config: Config, out_dir: Path) -> Result:
     sc = config.steps
     points = bu.sweep_batches(sc.workload, sc.batch_sizes, stt.seeds_of(sc), sc.momenta[0], sc.lr0_exp, out_dir)
     t_sweep = time.perf_counter() - t0
-    s = bu.series(points)
+    s = bs.series(points)
     fs, fe = bs.fit_steps(s["B"], s["S"]), bs.fit_examples(s["B"], s["E"])
     b_crit = fe["e_min"] / fs["s_min"]
     best = {p["batch_size"]: p["best_exponent"] for p in points if p["best_exponent"] is not None}

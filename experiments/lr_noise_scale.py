@@ -19,7 +19,7 @@ import numpy as np
 
 import fnnet as fn
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, cached_json, pyplot, save_figure
+from experiments._common import Claim, Result, pyplot, save_figure
 from fnnet.sweep import sweep
 
 NAME = "lr_noise_scale"
@@ -41,7 +41,7 @@ class Config:
 
 
 PRESETS = {
-    "tiny": Config(batch_sizes=(64, 256, 1024), noise_scales=(16.0,), epochs=1, n_seeds=1, hidden=(16,)),
+    "tiny": Config(batch_sizes=(256, 1024), noise_scales=(16.0,), epochs=1, n_seeds=1, hidden=(16,)),
     "quick": Config(),
     "full": Config(
         batch_sizes=(8, 16, 32, 64, 128, 256, 512, 1024, 2000),
@@ -132,7 +132,7 @@ def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     points = [
-        cached_json(out_dir / f"sweep_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
+        bu.cached(out_dir / f"sweep_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
     ]
     summary = summarise(points, config)
     metrics = {"batch_sizes": sorted(config.batch_sizes), "series": summary, "n_seeds": config.n_seeds}

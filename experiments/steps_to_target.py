@@ -42,7 +42,7 @@ class Config:
 
 PRESETS = {
     "tiny": Config(
-        batch_sizes=(64, 256, 1024),
+        batch_sizes=(256, 1024),
         n_seeds=1,
         lr0_exp=-1,
         workload=bu.Workload(hidden=(32,), target=1.6, n_eval=500, max_steps=400, eval_ratio=1.1),
@@ -63,7 +63,7 @@ def seeds_of(config) -> tuple[int, ...]:
 
 def analyse(points: list[dict]) -> dict:
     """Regimes, fit and optimal-rate slopes of one momentum's sweep."""
-    s = bu.series(points)
+    s = bs.series(points)
     reg = bs.regimes(s["B"], s["S"])
     fit = bs.fit_steps(s["B"], s["S"])
     k = reg["n_perfect"]

@@ -1,0 +1,182 @@
+"""The batch-size study: its estimators against exact answers, its loop's bookkeeping, and tiny-preset smoke runs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet as fn
+from experiments import _batch_stats as bs
+from experiments import _batch_util as bu
+from experiments._common import Claim, to_jsonable
+
+# ----------------------------------------------------------------------------------------------
+# fits and regimes on curves with known answers
+
+
+def test_fits_recover_the_parameters_of_a_mccandlish_curve():
+    b = 2.0 ** np.arange(0, 12)
+    s = 80.0 * (1 + 100.0 / b)
+    fs, fe = bs.fit_steps(b, s), bs.fit_examples(b, b * s)
+    assert fs["s_min"] == pytest.approx(80.0, rel=1e-3)
+    assert fs["b_noise"] == pytest.approx(100.0, rel=1e-3)
+    assert fe["e_min"] == pytest.approx(8000.0, rel=1e-3)
+    assert fe["e_min"] / fs["s_min"] == pytest.approx(100.0, rel=1e-3)  # B_crit = E_min / S_min = B_noise
+    assert fs["r2"] > 0.9999 and fe["r2"] > 0.9999
+
+
+def test_regimes_of_a_mccandlish_curve():
+    b = 2.0 ** np.arange(0, 13)
+    reg = bs.regimes(b, 80.0 * (1 + 100.0 / b))
+    # local slope over [B, 2B] is log2((1 + 100/(2B)) / (1 + 100/B)): <= -0.75 up to B = 16, >= -0.15 from B = 512
+    assert reg["perfect_from"] == 1.0
+    assert reg["diminishing_from"] == 32.0
+    assert reg["flat_from"] == 512.0
+    assert -1.0 < reg["perfect_slope"] < -0.8
+
+
+# ----------------------------------------------------------------------------------------------
+# the gradient noise scale
+
+
+def _tiny_problem(key, n=40):
+    net = fn.serial(fn.Dense(6), fn.Tanh(), fn.Dense(3))
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (n, 5))
+    y = jax.random.randint(ky, (n,), 0, 3)
+    return net, x, y, net.init(kp, (5,))[1]
+
+
+def test_per_example_noise_matches_an_explicit_loop(key):
+    net, x, y, params = _tiny_problem(key)
+    loss = fn.softmax_cross_entropy
+    got = bs.per_example_noise(net, loss, params, x, y, chunk=8)
+    vg = fn.value_and_grad(net, loss)
+    flat = [jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(vg(params, x[i : i + 1], y[i : i + 1])[1])])
+            for i in range(x.shape[0])]  # fmt: skip
+    g = np.stack([np.asarray(f, np.float64) for f in flat])
+    mean = g.mean(axis=0)
+    tr = np.sum((g - mean) ** 2) / (len(g) - 1)
+    assert got["g2"] == pytest.approx(float(mean @ mean), rel=1e-4)
+    assert got["tr_sigma"] == pytest.approx(tr, rel=1e-4)
+    assert got["full_batch_rel_err"] < 1e-5
+    auto = bs.per_example_noise(net, loss, params, x, y, chunk=8, grad="autodiff")
+    assert auto["b_simple"] == pytest.approx(got["b_simple"], rel=1e-4)
+
+
+def test_two_batch_estimator_is_unbiased(key):
+    net, x, y, params = _tiny_problem(key, n=200)
+    loss = fn.softmax_cross_entropy
+    exact = bs.per_example_noise(net, loss, params, x, y, chunk=50)
+    est = bs.two_batch_noise(net, loss, params, x, y, jax.random.key(1), b_small=2, b_big=64, draws=3000, groups=10)
+    # 3000 batches per size; agreement within 4 standard errors of the estimate (and 15%)
+    assert abs(est["b_simple"] - exact["b_simple"]) < max(4 * est["b_simple_se"], 0.15 * exact["b_simple"])
+    assert est["g2"] == pytest.approx(exact["g2"], rel=0.15)
+
+
+def test_power_iteration_finds_the_top_eigenvalue_of_least_squares(key):
+    """For y = xW + b with mse, the Hessian is kron([x,1]ᵀ[x,1]/B, I): its top eigenvalue is known exactly."""
+    net = fn.serial(fn.Dense(2))
+    kx, ky, kp = jax.random.split(key, 3)
+    x = jax.random.normal(kx, (32, 5)) * jnp.array([[3.0, 1.0, 1.0, 0.5, 0.2]])
+    y = jax.random.normal(ky, (32, 2))
+    params = jax.tree_util.tree_map(lambda a: a[None], net.init(kp, (5,))[1])  # K = 1 stacked model
+    xa = np.concatenate([np.asarray(x, np.float64), np.ones((32, 1))], axis=1)
+    want = np.linalg.eigvalsh(xa.T @ xa / 32)[-1]
+    for grad in ("manual", "autodiff"):
+        got = bs.top_hessian_eigenvalues(net, fn.mse, params, x, y, jax.random.key(3), iters=300, grad=grad)
+        assert got["lambda_max"][0] == pytest.approx(want, rel=1e-3)
+
+
+def test_window_noise_ignores_trends_and_measures_jitter():
+    t = np.arange(400.0)
+    assert bs.window_noise(5.0 - 0.01 * t, 32) < 1e-9
+    jitter = np.random.default_rng(0).normal(0.0, 0.1, 400)
+    assert bs.window_noise(5.0 - 0.01 * t + jitter, 32) == pytest.approx(0.1, rel=0.2)
+    assert np.isnan(bs.window_noise([1.0, np.nan, 0.5, 0.4], 32))
+
+
+# ----------------------------------------------------------------------------------------------
+# the steps-to-target loop
+
+TINY = bu.Workload(hidden=(8,), target=2.0, n_eval=200, max_steps=80, eval_ratio=1.2)
+
+
+def test_run_to_target_records_the_first_check_at_target_and_flags_divergence():
+    r = bu.run_to_target(TINY, 256, (0.5, 512.0), (0, 1))
+    steps, div, curve, checked = np.array(r["steps"]), np.array(r["diverged"]), np.array(r["curve"]), r["checked"]
+    assert div[:, 1].all() and (steps[:, 1] == -1).all()  # a huge rate diverges; the sweep goes on
+    assert not div[:, 0].any() and (steps[:, 0] > 0).all()
+    for s in range(2):
+        i = checked.index(int(steps[s, 0]))
+        assert curve[i, s, 0] <= TINY.target < curve[:i, s, 0].min()
+    assert np.isnan(curve[-1, :, 1]).all()
+
+
+def test_tune_batch_brackets_the_best_rate():
+    r = bu.tune_batch(TINY, 512, 3, (0,))  # the first window 2^2..2^5 is too high: the grid must grow downwards
+    assert not r["at_edge"]
+    exps = r["lr_exponents"]
+    assert exps[0] < r["best_exponent"] < exps[-1]
+    i = exps.index(r["best_exponent"])
+    for j in (i - 1, i + 1):  # both neighbours are slower or never reach the target
+        assert r["steps"][j][0] == -1 or r["steps"][j][0] >= r["steps"][i][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny presets: every experiment runs, writes its figures and states claims
+
+
+def _run(name, tmp_path):
+    mod = importlib.import_module(f"experiments.{name}")
+    res = mod.run(mod.PRESETS["tiny"], tmp_path / name)
+    assert res.claims and all(isinstance(c, Claim) and isinstance(c.holds, bool) for c in res.claims)
+    for f in res.figures:
+        assert (tmp_path / name / f.file).stat().st_size > 1000
+    json.dumps(to_jsonable(res.metrics), allow_nan=False)
+    return res
+
+
+def test_steps_to_target_tiny(tmp_path):
+    res = _run("steps_to_target", tmp_path)
+    st = res.metrics["series"]["momentum_0"]
+    assert res.claims[0].holds  # the best rate is inside the grid at every B
+    assert st["steps"][-1] <= st["steps"][0]  # a larger batch never needs more steps here
+    again = importlib.import_module("experiments.steps_to_target")
+    bu.tune_batch.cache_clear()  # recompute: identical numbers (metrics.json must be reproducible)
+    res2 = again.run(again.PRESETS["tiny"], tmp_path / "again")
+    assert json.dumps(to_jsonable(res2.metrics)) == json.dumps(to_jsonable(res.metrics))
+
+
+def test_gradient_noise_scale_tiny(tmp_path):
+    res = _run("gradient_noise_scale", tmp_path)
+    assert res.claims[0].holds and res.claims[2].holds  # per-example mean = batch gradient; autodiff agrees
+    assert res.metrics["b_crit"] > 0
+
+
+def test_gd_regimes_tiny(tmp_path):
+    res = _run("gd_regimes", tmp_path)
+    assert res.metrics["mlp"]["4000"]["updates_per_epoch"] == 1
+    assert res.metrics["mlp"]["400"]["updates_per_epoch"] == 10
+
+
+def test_lr_noise_scale_tiny(tmp_path):
+    res = _run("lr_noise_scale", tmp_path)
+    s = res.metrics["series"]["g=16"]
+    assert s["lr"] == pytest.approx([16 * 256 / 4000, 16 * 1024 / 4000])  # eps = g B / N
+
+
+def test_generalization_gap_tiny(tmp_path):
+    res = _run("generalization_gap", tmp_path)
+    assert res.claims[-1].holds  # manual-rule HVP = autodiff HVP
+
+
+def test_data_parallel_tiny(tmp_path):
+    res = _run("data_parallel", tmp_path)
+    assert res.metrics["n_devices"] == 8
+    assert res.claims[0].holds and res.claims[-1].holds  # per-step equality; fnnet.train params equal
