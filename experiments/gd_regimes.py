@@ -31,7 +31,10 @@ from fnnet.train import evaluate
 NAME = "gd_regimes"
 TITLE = "Batch GD vs SGD vs mini-batch: loss per epoch, per update and per second"
 
-TEXTS = "shared/references 000 (Math Behind DL, 2nd ed.) and 002 (ML Math Derivations), gradient descent variants"
+TEXTS = (
+    "shared/references 000 and 001 (Math Behind DL, 2nd ed.), sec. 'Batch gradient descent, stochastic gradient "
+    "descent, and mini-batch'"
+)
 WINDOW = 32
 
 
