@@ -199,7 +199,9 @@ def _claims(res: dict, typ: dict, config: Config) -> list[Claim]:
             f"noise(B={sgd_b}) > noise(B={mini}) > noise(B={full})",
             ", ".join(f"B={b}: {nz[b]:.3g}" for b in bs_),
             f"window std about the local trend, {WINDOW} updates",
-            nz[sgd_b] > nz[mini] > nz[full],
+            bool(nz[sgd_b] > nz[mini] > nz[full]),
+            f"MLP, second half of {config.epochs} epochs at each B's tuned rate; tuned rate on the grid's edge at: "
+            + (", ".join(f"{m} B={b}" for m in res for b, r in res[m].items() if r["at_edge"]) or "none"),
         )
     )
     r = mlp[mini]
