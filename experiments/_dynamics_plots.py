@@ -78,3 +78,78 @@ def born_dead(config, born, born_theory, out_dir: Path):
         "Probability that a bias-free ReLU net of width N is identically 0 at an input, vs depth: lines the formula, "
         "markers Monte Carlo. Dotted: zero on every sampled input, rarer than at one input.",
     )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# loss_landscape
+
+
+def landscape_slice(config, sl, out_dir: Path):
+    plt = pyplot()
+    from matplotlib.colors import LogNorm
+
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8), layout="constrained")
+    pca, rnd = sl["pca"], sl["random"]
+    z = np.asarray(pca["loss"])
+    norm = LogNorm(vmin=max(z.min(), 1e-6), vmax=z.max())
+    ax = axes[0]
+    cs = ax.contourf(pca["a"], pca["b"], z, levels=np.geomspace(norm.vmin, norm.vmax, 25), norm=norm, cmap="viridis")
+    path = np.asarray(pca["path"])
+    ax.plot(path[:, 0], path[:, 1], "-o", color="w", ms=2.5, lw=1, label="SGD path (one dot per epoch)")
+    ax.plot(path[0, 0], path[0, 1], "r^", ms=8, label="start (×3 init)")
+    ax.plot(path[-1, 0], path[-1, 1], "r*", ms=11, label="end")
+    ev = np.asarray(pca["explained"])
+    ax.set_xlabel(f"1st principal direction of the path ({100 * ev[0]:.1f}% of variance)")
+    ax.set_ylabel(f"2nd principal direction ({100 * ev[1]:.1f}%)")
+    ax.set_title(f"PCA plane of the path, width-{config.slice_width} tanh net", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.colorbar(cs, ax=ax, label="training loss (MSE, log scale)", format="%.0e")
+    ax = axes[1]
+    z = np.asarray(rnd["loss"])
+    norm = LogNorm(vmin=max(z.min(), 1e-6), vmax=z.max())
+    cs = ax.contourf(rnd["r"], rnd["r"], z, levels=np.geomspace(norm.vmin, norm.vmax, 25), norm=norm, cmap="viridis")
+    ax.plot(0, 0, "r*", ms=11, label="end of SGD")
+    ax.set_xlabel("filter-normalized random direction 1 (α)")
+    ax.set_ylabel("filter-normalized random direction 2 (β)")
+    ax.set_title("random plane around the end point (Li et al. 2018)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.colorbar(cs, ax=ax, label="training loss (MSE, log scale)", format="%.0e")
+    return save_figure(
+        fig, out_dir, "landscape",
+        "Loss on two planes through the end of an SGD run: the plane of the path's two principal directions (left, "
+        "with the path) and two filter-normalized random directions (right). Log colour scale.",
+    )  # fmt: skip
+
+
+def critical_points(config, cp, rows, out_dir: Path):
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    ax = axes[0]
+    for i, h in enumerate(config.widths):
+        ok = np.asarray(cp["grad_norm"][i]) <= config.gtol
+        idx = np.asarray(cp["index"][i])[ok] / (4 * h + 1)
+        loss = np.asarray(cp["loss"][i])[ok]
+        ax.scatter(loss, idx, s=16 + 6 * i, color=f"C{i}", alpha=0.6, label=f"h={h} (P={4 * h + 1})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training loss at the critical point (MSE, log scale)")
+    ax.set_ylabel("index / P (share of negative Hessian eigenvalues)")
+    ax.set_title("critical points found by descent on ½‖∇L‖²", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    w = np.arange(len(rows))
+    conv = np.array([r["converged"] for r in rows])
+    sad = np.array([r["saddles"] for r in rows])
+    ax.bar(w, sad / np.maximum(conv, 1), color="C3", label="saddles (index > 0)")
+    ax.bar(w, (conv - sad) / np.maximum(conv, 1), bottom=sad / np.maximum(conv, 1), color="C0", label="minima")
+    for i, r in enumerate(rows):
+        ax.text(i, 1.02, f"{r['converged']}/{config.starts}", ha="center", fontsize=7)
+    ax.set_xticks(w, [f"h={r['width']}\nP={r['params']}" for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("share of critical points found")
+    ax.set_title("saddles vs minima by width (numbers: searches that converged)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(
+        fig, out_dir, "critical_points",
+        "Left: index share vs loss of every critical point found (‖∇L‖ ≤ 1e-8, float64). Right: share of saddles "
+        "and minima per width; searches that stalled are not counted (see the claims' notes).",
+    )  # fmt: skip

@@ -1,0 +1,396 @@
+"""The loss landscape of a small tanh net: a 2-D slice with an SGD path, and the index of critical points.
+
+Task: teacher-student regression, x ∈ R² ~ N(0, I), y = a 2-4-1 tanh teacher + N(0, 0.1²) noise, MSE.
+Students are 2-h-1 tanh MLPs (P = 4h + 1 parameters).
+
+* Slice: a width-8 student trained by minibatch SGD (``fn.train``, manual gradients) from a poor (×3)
+  initialization. Left panel: the plane of the first two principal directions of its trajectory,
+  centred on the final point, with the trajectory projected on it (Li et al. 2018, Sec. 7). Right:
+  the plane of two filter-normalized random directions around the final point (Li et al. Sec. 4),
+  where each neuron's direction is rescaled to the norm of its incoming weights and biases are 0.
+* Critical points, in float64: from half random initializations and half points of full-batch GD
+  trajectories (stopped at a random step), minimize ½‖∇L‖² by gradient descent (Adam with a decaying
+  step) and finish with Levenberg–Marquardt on the same objective, θ ← θ − (H² + μI)⁻¹ H ∇L (its
+  large-μ limit is gradient descent on ½‖∇L‖²). A point with ‖∇L‖ ≤ ``gtol`` is a critical point;
+  its index is the number of Hessian eigenvalues below −rtol·max|λ|.
+  ∇L is fnnet's hand-written backward rule; H∇L (the gradient of ½‖∇L‖²) is jax.jvp of that manual
+  gradient, and the exact Hessian is jax.jacfwd of it (forward-mode autodiff over the manual
+  reverse rule); a claim checks it against jax.hessian of the forward code.
+  All widths run in one compiled program: a width-h net is the width-h_max net whose extra units
+  have zero weights that are held fixed (their rows and columns of H are masked out), which is
+  exactly the width-h net.
+
+References: shared/references 002, "The Loss Landscape" (non-convex surface, saddles dominate in high
+dimension); Dauphin et al. 2014, "Identifying and attacking the saddle point problem", Sec. 2 and
+Fig. 1 (index grows with the error of a critical point); Bray & Dean 2007; Li, Xu, Taylor, Studer &
+Goldstein 2018, "Visualizing the Loss Landscape of Neural Nets", Sec. 4 and 7; Fukumizu & Amari 2000
+(critical points of narrower nets embed as saddles); Frye et al. 2021 (gradient-norm minimization
+stalls in gradient-flat regions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+import fnnet as fn
+from experiments import _dynamics_plots as plots
+from experiments._common import Claim, Result, cached_json
+from experiments._dynamics_util import key_tree, spearman
+from fnnet import data
+
+NAME = "loss_landscape"
+TITLE = "Loss landscape: a 2-D slice with the SGD path, and saddles among critical points"
+
+SRC_TEXT = "shared/references 002, 'The Loss Landscape' (point 2: saddle points dominate in high dimensions)"
+SRC_DAUPHIN = "Dauphin et al. 2014, Sec. 2 and Fig. 1 (index of critical points grows with their error)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    n: int = 64
+    teacher_width: int = 4
+    noise: float = 0.1
+    widths: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    starts: int = 32  # per width: half random inits, half points of GD trajectories
+    train_steps: int = 2000  # GD steps (lr 0.2) before a trajectory start, drawn uniformly below this
+    adam_steps: int = 500
+    lm_steps: int = 100
+    gtol: float = 1e-8
+    eig_rtol: float = 1e-6
+    slice_width: int = 8
+    slice_init_scale: float = 3.0
+    slice_epochs: int = 60
+    slice_batch: int = 16
+    slice_lr: float = 0.1
+    grid: int = 41
+    seed: int = 0
+
+
+PRESETS = {
+    "tiny": Config(widths=(1, 2), starts=4, train_steps=50, adam_steps=20, lm_steps=10, slice_epochs=3, grid=7),
+    "quick": Config(),
+    "full": Config(widths=(1, 2, 3, 4, 6, 8, 12, 16), starts=128, adam_steps=2000, lm_steps=300, slice_epochs=200),
+}
+
+
+def student(width: int) -> fn.Layer:
+    return fn.serial(fn.Dense(width), fn.Tanh(), fn.Dense(1))
+
+
+def dataset(config: Config) -> tuple[np.ndarray, np.ndarray]:
+    teacher = student(config.teacher_width)
+    ds, _ = data.teacher_student(jax.random.key(config.seed), config.n, teacher, 2, noise=config.noise)
+    return np.asarray(ds.x), np.asarray(ds.y)
+
+
+# ----------------------------------------------------------------------------------------------
+# critical points
+
+
+def critical_points(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    """Search, per width, from ``starts`` points; returns ‖∇L‖, L, index, zero modes, eigenvalues."""
+    h_max = max(config.widths)
+    net = student(h_max)
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
+        _, p0 = net.init(jax.random.key(0), (2,), jnp.float64)
+        _, unravel = ravel_pytree(p0)
+        vg = fn.value_and_grad(net, fn.mse)
+
+        def mask(h):
+            live = (jnp.arange(h_max) < h).astype(jnp.float64)
+            tree = ({"W": jnp.broadcast_to(live, (2, h_max)), "b": live}, (), {"W": live[:, None], "b": jnp.ones(1)})
+            return ravel_pytree(tree)[0]
+
+        def loss(th):
+            return vg(unravel(th), x, y)[0]
+
+        def grad(th, m):  # the hand-written backward rule, flattened; fixed (padding) coordinates masked
+            return ravel_pytree(vg(unravel(th), x, y)[1])[0] * m
+
+        def hess(th, m):  # forward-mode autodiff over the manual gradient
+            return jax.jacfwd(lambda t: grad(t, m))(th) * m[None, :]
+
+        def search(key, h, from_trajectory):
+            m = mask(h)
+            k_init, k_stop = jax.random.split(key)
+            th = ravel_pytree(net.init(k_init, (2,), jnp.float64)[1])[0] * m
+            stop = jnp.where(from_trajectory, jax.random.randint(k_stop, (), 0, config.train_steps), 0)
+            th, _ = jax.lax.scan(
+                lambda t, i: (jnp.where(i < stop, t - 0.2 * grad(t, m), t), None), th, jnp.arange(config.train_steps)
+            )
+            loss_start = loss(th)
+            opt = optax.adam(optax.exponential_decay(1e-2, config.adam_steps, 0.01))
+
+            def gd_step(c, _):  # descent on ½‖∇L‖²: its gradient is H∇L, a Hessian-vector product
+                t, s = c
+                g = grad(t, m)
+                u, s = opt.update(jax.jvp(lambda z: grad(z, m), (t,), (g,))[1] * m, s)
+                return (t + u, s), None
+
+            (th, _), _ = jax.lax.scan(gd_step, (th, opt.init(th)), None, length=config.adam_steps)
+            g_after_gd = jnp.linalg.norm(grad(th, m))
+
+            def lm_step(c, _):
+                t, mu = c
+                g = grad(t, m)
+                lam, V = jnp.linalg.eigh(hess(t, m))
+                new = t - V @ ((lam / (lam * lam + mu)) * (V.T @ g))
+                better = jnp.linalg.norm(grad(new, m)) < jnp.linalg.norm(g)
+                return (jnp.where(better, new, t), jnp.where(better, mu / 3, mu * 4)), None
+
+            (th, _), _ = jax.lax.scan(lm_step, (th, jnp.asarray(1e-3)), None, length=config.lm_steps)
+            lam = jnp.linalg.eigvalsh(hess(th, m))
+            tol = config.eig_rtol * jnp.max(jnp.abs(lam))
+            padded = (1.0 - m).sum()
+            return {
+                "grad_norm": jnp.linalg.norm(grad(th, m)),
+                "grad_norm_after_gd": g_after_gd,
+                "loss": loss(th),
+                "loss_start": loss_start,
+                "index": jnp.sum(lam < -tol),
+                "zero_modes": jnp.sum(jnp.abs(lam) <= tol) - padded,
+                "min_eig": lam[0],
+            }
+
+        keys = jax.random.split(jax.random.key(config.seed + 1), config.starts)
+        from_traj = jnp.arange(config.starts) >= config.starts // 2
+        run = jax.jit(jax.vmap(jax.vmap(search, in_axes=(0, None, 0)), in_axes=(None, 0, None)))
+        out = run(keys, jnp.asarray(config.widths), from_traj)
+        out = {k: np.asarray(v) for k, v in out.items()}
+        out["from_trajectory"] = np.broadcast_to(np.asarray(from_traj), out["loss"].shape)
+        return out
+
+
+def hessian_check(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> float:
+    """Relative error of jacfwd(manual gradient) against jax.hessian of the forward code (float64)."""
+    net = student(3)
+    with jax.enable_x64(True):
+        x, y = jnp.asarray(x_np, jnp.float64), jnp.asarray(y_np, jnp.float64)
+        th, unravel = ravel_pytree(net.init(jax.random.key(config.seed + 5), (2,), jnp.float64)[1])
+        vg = fn.value_and_grad(net, fn.mse)
+        manual = jax.jit(jax.jacfwd(lambda t: ravel_pytree(vg(unravel(t), x, y)[1])[0]))
+        auto = jax.jit(jax.hessian(lambda t: fn.mse.forward(net.forward(unravel(t), x)[0], y)[0]))
+        H_manual, H_auto = manual(th), auto(th)
+        return float(jnp.linalg.norm(H_manual - H_auto) / jnp.linalg.norm(H_auto))
+
+
+# ----------------------------------------------------------------------------------------------
+# the 2-D slice
+
+
+def landscape(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    net = student(config.slice_width)
+    x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+    _, params = net.init(jax.random.key(config.seed + 2), (2,))
+    params = jax.tree_util.tree_map(lambda p: config.slice_init_scale * p, params)
+    path = [ravel_pytree(params)[0]]
+    res = fn.train(
+        net, fn.mse, params, data.Dataset(x, y), optimizer=fn.optim.sgd(config.slice_lr),
+        batch_size=config.slice_batch, epochs=config.slice_epochs, key=jax.random.key(config.seed + 3),
+        progress=False, callback=lambda e, r: path.append(ravel_pytree(r.params)[0]),
+    )  # fmt: skip
+    final, unravel = ravel_pytree(res.params)
+    path = jnp.stack(path)
+    loss = jax.jit(jax.vmap(lambda t: fn.mse.forward(net.forward(unravel(t), x)[0], y)[0]))
+    # PCA plane of the trajectory, centred on the final point (Li et al. 2018, Sec. 7)
+    centred = path - final[None, :]
+    _, s, vt = jnp.linalg.svd(centred, full_matrices=False)
+    u, v = vt[0], vt[1]
+    coords = np.stack([np.asarray(centred @ u), np.asarray(centred @ v)], axis=1)
+    pad = 0.25 * np.abs(coords).max(axis=0) + 1e-3
+    a = np.linspace(coords[:, 0].min() - pad[0], coords[:, 0].max() + pad[0], config.grid)
+    b = np.linspace(coords[:, 1].min() - pad[1], coords[:, 1].max() + pad[1], config.grid)
+    A, B = np.meshgrid(a, b)
+    pts = final[None, :] + jnp.asarray(A.ravel())[:, None] * u[None, :] + jnp.asarray(B.ravel())[:, None] * v[None, :]
+    pca_loss = np.asarray(loss(pts)).reshape(A.shape)
+    # filter-normalized random directions (Li et al. 2018, Sec. 4): per neuron, ‖d_j‖ = ‖W_j‖; biases 0
+    keys = jax.random.split(jax.random.key(config.seed + 4), 2)
+    dirs = []
+    for k in keys:
+        d = jax.tree_util.tree_map(lambda p, kk: jax.random.normal(kk, p.shape), res.params, key_tree(k, res.params))
+        d = [
+            {"W": dl["W"] * jnp.linalg.norm(pl["W"], axis=0, keepdims=True) / jnp.linalg.norm(dl["W"], axis=0,
+                                                                                             keepdims=True),
+             "b": jnp.zeros_like(pl["b"])} if pl else ()
+            for dl, pl in zip(d, res.params)
+        ]  # fmt: skip
+        dirs.append(ravel_pytree(tuple(d))[0])
+    r = np.linspace(-1, 1, config.grid)
+    R1, R2 = np.meshgrid(r, r)
+    pts = (
+        final[None, :]
+        + jnp.asarray(R1.ravel())[:, None] * dirs[0][None, :]
+        + jnp.asarray(R2.ravel())[:, None] * dirs[1][None, :]
+    )
+    rand_loss = np.asarray(loss(pts)).reshape(R1.shape)
+    return {
+        "pca": {"a": a, "b": b, "loss": pca_loss, "path": coords, "explained": np.asarray(s**2 / jnp.sum(s**2))[:2]},
+        "random": {"r": r, "loss": rand_loss},
+        "path_loss": np.asarray(loss(path)),
+        "num_params": int(final.size),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def summarize(config: Config, cp: dict) -> list[dict]:
+    rows = []
+    for i, h in enumerate(config.widths):
+        ok = np.asarray(cp["grad_norm"][i]) <= config.gtol
+        idx = np.asarray(cp["index"][i])[ok]
+        loss = np.asarray(cp["loss"][i])[ok]
+        traj = np.asarray(cp["from_trajectory"][i], bool)
+        rows.append(
+            {
+                "width": h,
+                "params": 4 * h + 1,
+                "converged": int(ok.sum()),
+                "converged_by_gd_alone": int((np.asarray(cp["grad_norm_after_gd"][i]) <= config.gtol).sum()),
+                "converged_from_init": int(ok[~traj].sum()),
+                "converged_from_trajectory": int(ok[traj].sum()),
+                "saddles": int((idx > 0).sum()),
+                "minima": int((idx == 0).sum()),
+                "saddle_fraction": float((idx > 0).mean()) if ok.any() else float("nan"),
+                "index_counts": np.bincount(idx, minlength=1).tolist() if ok.any() else [],
+                "critical_losses": sorted({round(float(v), 6) for v in loss}),
+                "minima_losses": sorted({round(float(v), 6) for v in loss[idx == 0]}),
+                "rho_index_loss": spearman(idx / (4 * h + 1), loss),
+                "stalled_from_trajectory": int((~ok & traj).sum()),
+                "stalled_from_init": int((~ok & ~traj).sum()),
+                "stalled_median_loss": float(np.median(np.asarray(cp["loss"][i])[~ok])) if (~ok).any() else None,
+                "stalled_median_grad_norm": float(np.median(np.asarray(cp["grad_norm"][i])[~ok]))
+                if (~ok).any()
+                else None,
+            }
+        )
+    return rows
+
+
+def run(config: Config, out_dir: Path) -> Result:
+    out_dir = Path(out_dir)
+    x, y = dataset(config)
+    cp = cached_json(out_dir / "critical_points.json", lambda: critical_points(config, x, y))
+    rows = summarize(config, cp)
+    sl = cached_json(out_dir / "slice.json", lambda: landscape(config, x, y))
+    h_err = hessian_check(config, x, y)
+    metrics = {
+        "by_width": rows,
+        "hessian_rel_error_manual_vs_autodiff": h_err,
+        "slice": {
+            "explained_variance_pc1_pc2": sl["pca"]["explained"],
+            "loss_start": sl["path_loss"][0],
+            "loss_end": sl["path_loss"][-1],
+            "num_params": sl["num_params"],
+        },
+        "searches": cp,
+    }
+    claims = _claims(config, rows, h_err, sl)
+    figures = [plots.landscape_slice(config, sl, out_dir), plots.critical_points(config, cp, rows, out_dir)]
+    return Result(metrics=metrics, claims=claims, figures=figures)
+
+
+def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Claim]:
+    conv = "; ".join(
+        f"h={r['width']}: {r['saddles']}/{r['converged']} saddles of {config.starts} searches" for r in rows
+    )
+    stalled = [r for r in rows if r["stalled_from_trajectory"] + r["stalled_from_init"]]
+    caveat = (
+        "Searches that stall (‖∇L‖ > gtol) are dropped: "
+        + "; ".join(
+            f"h={r['width']}: {r['stalled_from_trajectory']} from trajectories + {r['stalled_from_init']} from inits, "
+            f"median loss {r['stalled_median_loss']:.4f}, median ‖∇L‖ {r['stalled_median_grad_norm']:.1e}"
+            for r in stalled
+        )
+        + ". They sit at low loss near trained nets (ill-conditioned or gradient-flat regions, Frye et al. 2021), "
+        "so minima are likely under-counted at the larger widths."
+        if stalled
+        else "No search stalled."
+    )
+    claims = [
+        Claim(
+            "the Hessian as forward-mode autodiff of the hand-written gradient equals jax.hessian of the forward",
+            "fnnet DESIGN.md (manual rules checked against autodiff); float64, 2-3-1 tanh net",
+            "≤ 1e-10 relative (Frobenius)",
+            h_err,
+            1e-10,
+            bool(h_err <= 1e-10),
+        )
+    ]
+    first = rows[0]
+    claims.append(
+        Claim(
+            f"even a tiny network's loss surface is non-convex: saddles exist at width {first['width']} "
+            f"({first['params']} parameters)",
+            "shared/references 002, 'The Loss Landscape' (a tiny network's surface is sharply non-convex)",
+            "> 0 critical points with index > 0 (a convex loss has none)",
+            first["saddles"],
+            "count > 0",
+            bool(first["saddles"] > 0),
+            f"critical losses found: {first['critical_losses']}",
+        )
+    )
+    usable = [r for r in rows if r["converged"] >= 3]
+    rho = spearman([r["width"] for r in usable], [r["saddle_fraction"] for r in usable])
+    claims.append(
+        Claim(
+            "the share of saddles (index > 0) among critical points grows with width",
+            SRC_TEXT,
+            "Spearman ρ(width, saddle share) > 0",
+            rho,
+            "ρ > 0 over widths with ≥ 3 critical points",
+            bool(np.isfinite(rho) and rho > 0),
+            f"{conv}. {caveat}",
+        )
+    )
+    last = usable[-1] if usable else None
+    claims.append(
+        Claim(
+            "saddles dominate the critical points in high dimensions (majority at the widest measured net)",
+            SRC_TEXT,
+            "> 0.5",
+            last["saddle_fraction"] if last else float("nan"),
+            "share > 0.5",
+            bool(last and last["saddle_fraction"] > 0.5),
+            (
+                f"width {last['width']} ({last['params']} parameters), {last['converged']} critical points. "
+                if last
+                else ""
+            )
+            + caveat,
+        )
+    )
+    rhos = [r["rho_index_loss"] for r in rows if np.isfinite(r["rho_index_loss"])]
+    mean_rho = float(np.mean(rhos)) if rhos else float("nan")
+    claims.append(
+        Claim(
+            "critical points with higher loss have a larger index (within each width)",
+            SRC_DAUPHIN,
+            "mean Spearman ρ(index/P, loss) > 0",
+            mean_rho,
+            "ρ > 0",
+            bool(np.isfinite(mean_rho) and mean_rho > 0),
+            "per width: " + ", ".join(f"h={r['width']}: {r['rho_index_loss']:.2f}" for r in rows),
+        )
+    )
+    ev = float(np.sum(sl["pca"]["explained"]))
+    claims.append(
+        Claim(
+            "the first two principal directions of an SGD path capture most of its variation",
+            "Li et al. 2018, Sec. 7 (PCA directions for trajectory plots)",
+            "> 0.5 of the variance",
+            ev,
+            "share > 0.5",
+            bool(ev > 0.5),
+            f"width-{config.slice_width} student, {sl['num_params']} parameters, {config.slice_epochs} epochs",
+        )
+    )
+    return claims
