@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet import initializers
-from fnnet.core import Array, Layer, ShapeError, check_input, shape_str
+from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, shape_str
 
 Pair = tuple[int, int]
 Padding = str | int | Pair | tuple[Pair, Pair]
@@ -137,6 +137,7 @@ def Conv2D(
         del key, train
         W = params["W"]
         check_input(name, x, (None, None, W.shape[2]))
+        check_dtype_match(name, x, W)
         pads, _ = geometry(x.shape[1:3])
         y = lax.conv_general_dilated(x, W, strides, pads, rhs_dilation=dil, dimension_numbers=_DN)
         if use_bias:

@@ -17,7 +17,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from fnnet.core import Array, Layer, ShapeError, check_input, shape_str
+from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, shape_str
 
 
 def _check_eps(name: str, eps: float) -> None:
@@ -101,6 +101,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         del key
         gamma = params["gamma"]
         check_input(name, x, (gamma.shape[0],), leading="...")
+        check_dtype_match(name, x, gamma)
         axes = tuple(range(x.ndim - 1))
         if train:
             m = x.size // gamma.shape[0]
@@ -177,6 +178,7 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
         del key, train
         if use_affine:
             check_input(name, x, (params["gamma"].shape[0],), leading="...")
+            check_dtype_match(name, x, params["gamma"])
         else:
             check_input(name, x, (None,), leading="...")
         xhat, inv, _, _ = _normalize(x, (x.ndim - 1,), eps)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet import activations, initializers
-from fnnet.core import Array, Layer, ShapeError, check_float, shape_str
+from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_float, shape_str
 
 _ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "gelu", "swish", "silu", "softplus", "identity")
 
@@ -43,13 +43,15 @@ def _activation(name: str, activation: str | Callable) -> tuple[Callable, Callab
     return getattr(activations, f"{label}_forward"), getattr(activations, f"{label}_backward")
 
 
-def _check_sequence(name: str, x: Any, d_in: int) -> None:
+def _check_sequence(name: str, x: Any, W: Array) -> None:
+    d_in = W.shape[0]
     shape = tuple(jnp.shape(x))
     if len(shape) != 3 or shape[2] != d_in:
         raise ShapeError(f"{name} expected inputs (batch, time, {d_in}), got {shape_str(shape)}")
     if shape[1] < 1:
         raise ShapeError(f"{name} needs at least one time step, got inputs of shape {shape_str(shape)}")
     check_float(name, x)
+    check_dtype_match(name, x, W)
 
 
 def _init_shapes(name: str, in_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -132,7 +134,7 @@ def RNN(
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
-        _check_sequence(name, x, params["W"].shape[0])
+        _check_sequence(name, x, params["W"])
         xs = jnp.swapaxes(x, 0, 1)
         hs, acts = _rnn_scan(params, xs, act_fwd)
         y = jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
@@ -233,7 +235,7 @@ def LSTM(
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
-        _check_sequence(name, x, params["W"].shape[0])
+        _check_sequence(name, x, params["W"])
         xs = jnp.swapaxes(x, 0, 1)
         hs, cs, gates = _lstm_scan(params, xs)
         y = jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
@@ -287,7 +289,7 @@ def hidden_jacobian_norms(
     if ord not in ("fro", 2):
         raise ValueError(f"hidden_jacobian_norms ord must be 'fro' or 2, got {ord!r}")
     name = "hidden_jacobian_norms"
-    _check_sequence(name, x, params["W"].shape[0])
+    _check_sequence(name, x, params["W"])
     xs = jnp.swapaxes(x, 0, 1)
     G_T = jnp.broadcast_to(jnp.eye(H, dtype=jnp.result_type(xs, U)), (x.shape[0], H, H))
     rows = {"in_axes": 1, "out_axes": 1}  # vmap over the H cotangent rows of G
