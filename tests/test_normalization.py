@@ -1,0 +1,161 @@
+"""BatchNorm (train and eval paths, update_state) and LayerNorm: parity with jax.vjp, conventions, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet as fn
+from fnnet.core import ShapeError
+
+
+def _normals(key, shapes, dtype):
+    """Standard normal arrays of the given shapes, carved from one fixed-size draw (one compile)."""
+    pool, out, i = np.asarray(jax.random.normal(key, (4096,), jnp.float32)), [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        out.append(jnp.asarray(pool[i : i + n].reshape(shape), dtype))
+        i += n
+    assert i <= pool.size
+    return out
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
+
+
+def _bn_params(key, c, dtype):
+    """Random γ, β and running statistics (var > 0), so no term of the rule hides behind a 1 or a 0."""
+    g, b, m, v = _normals(key, [(c,)] * 4, dtype)
+    return {"gamma": 1 + g / 2, "beta": b, "mean": m, "var": 0.5 + jnp.abs(v)}
+
+
+def _both(layer, train):
+    @jax.jit
+    def run(params, x, dy):
+        y, cache = layer.forward(params, x, train=train)
+        _, vjp = jax.vjp(lambda p, xx: layer.forward(p, xx, train=train)[0], params, x)
+        return y, cache, layer.backward(params, cache, dy), vjp(dy)
+
+    return run
+
+
+SHAPES = [pytest.param((6, 4), id="dense(B,C)"), pytest.param((3, 3, 2, 2), id="image(B,H,W,C)")]
+
+
+@pytest.mark.parametrize("dtype, bar", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_batch_norm_backward_matches_autodiff(key, shape, train, dtype, bar):
+    with jax.enable_x64(dtype == "float64"):
+        dt = jnp.dtype(dtype)
+        k_p, k_x = jax.random.split(key)
+        params = _bn_params(k_p, shape[-1], dt)
+        x, dy = _normals(k_x, [shape, shape], dt)
+        x = 2 * x + 1  # batch statistics far from the running ones
+        _, _, (grads, dx), (grads_ad, dx_ad) = _both(fn.BatchNorm(), train)(params, x, dy)
+        assert _rel(dx, dx_ad) <= bar
+        for name in ("gamma", "beta", "mean", "var"):
+            assert grads[name].shape == params[name].shape and grads[name].dtype == dt
+            assert _rel(grads[name], grads_ad[name]) <= bar, name
+        if train:  # the running statistics are buffers: not read in training, so their gradient is 0
+            assert np.all(np.asarray(grads["mean"]) == 0) and np.all(np.asarray(grads["var"]) == 0)
+        else:  # evaluation reads them: a real, nonzero gradient
+            assert np.all(np.asarray(grads["mean"]) != 0) and np.all(np.asarray(grads["var"]) != 0)
+
+
+def test_batch_norm_train_uses_biased_batch_statistics(key):
+    """y = γ (x − μ_B)/√(σ²_B + ε) + β with σ²_B = mean((x − μ_B)²) (÷ m), whatever the running buffers."""
+    with jax.enable_x64(True):
+        params = _bn_params(key, 3, jnp.float64)
+        (x,) = _normals(jax.random.fold_in(key, 1), [(2, 4, 3)], jnp.float64)
+        y, _ = fn.BatchNorm(eps=1e-5).forward(params, x)
+        xs = np.asarray(x).reshape(-1, 3)  # m = 8 entries per feature
+        xhat = (xs - xs.mean(0)) / np.sqrt(xs.var(0) + 1e-5)  # numpy's var is the biased one
+        expected = np.asarray(params["gamma"]) * xhat + np.asarray(params["beta"])
+        np.testing.assert_allclose(np.asarray(y).reshape(-1, 3), expected, rtol=1e-12)
+
+
+def test_batch_norm_eval_uses_the_running_statistics(key):
+    with jax.enable_x64(True):
+        params = _bn_params(key, 3, jnp.float64)
+        (x,) = _normals(jax.random.fold_in(key, 1), [(5, 3)], jnp.float64)
+        y, _ = fn.BatchNorm().forward(params, x, train=False)
+        p = {k: np.asarray(v) for k, v in params.items()}
+        expected = p["gamma"] * (np.asarray(x) - p["mean"]) / np.sqrt(p["var"] + 1e-5) + p["beta"]
+        np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(fn.BatchNorm().forward(params, x[:1], train=False)[0]), expected[:1])
+
+
+def test_update_state_folds_in_the_batch_with_momentum_and_unbiased_variance(key):
+    with jax.enable_x64(True):
+        params = _bn_params(key, 3, jnp.float64)
+        before = jax.tree_util.tree_map(np.asarray, params)
+        (x,) = _normals(jax.random.fold_in(key, 1), [(5, 3)], jnp.float64)
+        layer = fn.BatchNorm(momentum=0.8)
+        _, cache = layer.forward(params, x, train=True)
+        new = layer.update_state(params, cache)
+        xs = np.asarray(x)
+        np.testing.assert_allclose(np.asarray(new["mean"]), 0.8 * before["mean"] + 0.2 * xs.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(new["var"]), 0.8 * before["var"] + 0.2 * xs.var(0, ddof=1), rtol=1e-12)
+        for name in ("gamma", "beta"):
+            np.testing.assert_array_equal(np.asarray(new[name]), before[name])
+        for name in before:  # nothing was mutated
+            np.testing.assert_array_equal(np.asarray(params[name]), before[name])
+        _, eval_cache = layer.forward(params, x, train=False)
+        assert layer.update_state(params, eval_cache) is params  # no batch statistics in evaluation
+
+
+def test_update_state_through_serial_and_jit(key):
+    """serial composes update_state; a jitted train step returns the new running statistics explicitly."""
+    net = fn.serial(fn.Dense(3), fn.BatchNorm(), fn.Relu())
+    _, params = net.init(key, (4,))
+    (x,) = _normals(key, [(6, 4)], jnp.float32)
+
+    @jax.jit
+    def step(params, x):
+        y, cache = net.forward(params, x, train=True)
+        return net.update_state(params, cache)
+
+    new = step(params, x)
+    h = np.asarray(x @ params[0]["W"] + params[0]["b"][None, :])
+    np.testing.assert_allclose(np.asarray(new[1]["mean"]), 0.1 * h.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(new[1]["var"]), 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(new[0]["W"]), np.asarray(params[0]["W"]))
+
+
+def test_layer_norm_backward_matches_autodiff_and_normalizes_each_example(key):
+    for dtype, bar in (("float64", 1e-12), ("float32", 1e-5)):
+        with jax.enable_x64(dtype == "float64"):
+            dt = jnp.dtype(dtype)
+            g, b, x, dy = _normals(key, [(5,), (5,), (2, 3, 5), (2, 3, 5)], dt)
+            for layer, params in (
+                (fn.LayerNorm(), {"gamma": 1 + g / 2, "beta": b}),
+                (fn.LayerNorm(use_affine=False), ()),
+            ):
+                y, cache, (grads, dx), (grads_ad, dx_ad) = _both(layer, True)(params, 3 * x - 1, dy)
+                assert _rel(dx, dx_ad) <= bar
+                for name in ("gamma", "beta") if params else ():
+                    assert _rel(grads[name], grads_ad[name]) <= bar
+                if not params:
+                    assert grads == ()
+                    np.testing.assert_allclose(np.asarray(jnp.mean(y, axis=-1)), 0, atol=1e-5)
+                    np.testing.assert_allclose(np.asarray(jnp.var(y, axis=-1)), 1, rtol=1e-3)  # biased, ε = 1e-5
+
+
+def test_bad_arguments_and_shapes_raise_clear_errors(key):
+    params = _bn_params(key, 3, jnp.float32)
+    (x,) = _normals(key, [(4, 5)], jnp.float32)
+    with pytest.raises(ShapeError, match=r"BatchNorm\(\) expected inputs \(\.\.\., 3\), got \(4, 5\)"):
+        fn.BatchNorm().forward(params, x)
+    with pytest.raises(ShapeError, match="at least 2 values per feature"):
+        fn.BatchNorm().forward(params, x[:1, :3], train=True)
+    with pytest.raises(ShapeError, match=r"LayerNorm\(\) expected inputs \(\.\.\., 3\), got \(4, 5\)"):
+        fn.LayerNorm().forward({"gamma": params["gamma"], "beta": params["beta"]}, x)
+    with pytest.raises(ValueError, match="momentum"):
+        fn.BatchNorm(momentum=1.0)
+    with pytest.raises(ValueError, match="eps > 0"):
+        fn.BatchNorm(eps=0.0)
+    with pytest.raises(ValueError, match="eps > 0"):
+        fn.LayerNorm(eps=-1e-5)
