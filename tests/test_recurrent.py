@@ -110,15 +110,24 @@ def test_hidden_jacobian_norms_match_autodiff_jacobians(key, kind):
     with jax.enable_x64(True):
         layer = getattr(fn, kind)(3, return_sequences=True)
         _, params, x, _ = _setup(layer, T, jnp.float64, key, batch=1)
-        hs, cache = layer.forward(params, x)
+        hs, cache = jax.jit(layer.forward)(params, x)
         cs = cache["c"] if kind == "LSTM" else jnp.zeros((T, 1, 3), jnp.float64)  # time-major cell states
-        fro = np.asarray(hidden_jacobian_norms(params, x))
-        spec = np.asarray(hidden_jacobian_norms(params, x, ord=2))
+        fro, spec = map(
+            np.asarray, jax.jit(lambda p, x: [hidden_jacobian_norms(p, x, ord=o) for o in ("fro", 2)])(params, x)
+        )
         assert fro.shape == spec.shape == (1, T + 1)
-        for k in range(T + 1):
-            h_k = hs[0, k - 1] if k else jnp.zeros(3, jnp.float64)
-            c_k = cs[k - 1, 0] if k else jnp.zeros(3, jnp.float64)
-            J = jax.jacrev(lambda h, k=k, c_k=c_k: _reference_h_T(kind, params, x, k, h, c_k))(h_k)
+
+        @jax.jit  # every k in one compile
+        def jacobians(params, x, hs, cs):
+            zero = jnp.zeros(3, jnp.float64)
+            return [
+                jax.jacrev(lambda h, k=k: _reference_h_T(kind, params, x, k, h, cs[k - 1, 0] if k else zero))(
+                    hs[0, k - 1] if k else zero
+                )
+                for k in range(T + 1)
+            ]
+
+        for k, J in enumerate(jacobians(params, x, hs, cs)):
             np.testing.assert_allclose(fro[0, k], np.linalg.norm(J), rtol=1e-10)
             np.testing.assert_allclose(spec[0, k], np.linalg.norm(J, 2), rtol=1e-10)
         np.testing.assert_allclose(fro[0, T], np.sqrt(3), rtol=1e-12)  # ∂h_T/∂h_T = I
@@ -151,9 +160,14 @@ def test_init_shapes_and_lstm_forget_bias(key):
     np.testing.assert_array_equal(np.asarray(params["b"]), np.r_[np.zeros(5), np.ones(5), np.zeros(10)])
     U = np.asarray(params["U"])  # orthogonal (H, 4H): orthonormal rows
     np.testing.assert_allclose(U @ U.T, np.eye(5), atol=1e-5)
-    shapes = jax.eval_shape(lambda k: fn.RNN(6, return_sequences=True).init(k, (7, 3))[1], key)
+
+    def rnn_init(k):
+        static["rnn_out_shape"], params = fn.RNN(6, return_sequences=True).init(k, (7, 3))
+        return params
+
+    shapes = jax.eval_shape(rnn_init, key)
+    assert static["rnn_out_shape"] == (7, 6)
     assert {n: shapes[n].shape for n in shapes} == {"W": (3, 6), "U": (6, 6), "b": (6,)}
-    assert fn.RNN(6, return_sequences=True).init(key, (7, 3))[0] == (7, 6)
 
 
 def test_bad_inputs_raise_clear_errors(key):
