@@ -39,12 +39,10 @@ Padding = str | int | Pair | tuple[Pair, Pair]
 _DN = ("NHWC", "HWIO", "NHWC")  # the layout of inputs, kernels and outputs
 
 
-def _pair(name: str, what: str, v: Any, minimum: int = 1) -> Pair:
+def as_pair(name: str, what: str, v: Any, minimum: int = 1) -> Pair:
     """An int or a pair of ints, each >= minimum, as a pair."""
-    vs = (
-        (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v) if isinstance(v, (tuple, list)) else None
-    )
-    if vs is None or len(vs) != 2 or any(not isinstance(e, int) or isinstance(e, bool) or e < minimum for e in vs):
+    vs = (v, v) if not isinstance(v, (tuple, list)) else tuple(v)
+    if len(vs) != 2 or any(not isinstance(e, int) or isinstance(e, bool) or e < minimum for e in vs):
         raise ValueError(f"{name} needs {what} to be an int >= {minimum} or a pair of them, got {v!r}")
     return int(vs[0]), int(vs[1])
 
@@ -56,9 +54,9 @@ def normalize_padding(name: str, padding: Padding) -> str | tuple[Pair, Pair]:
             raise ValueError(f"{name} padding must be 'VALID', 'SAME', an int or a pair, got {padding!r}")
         return padding.upper()
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
-        lo_hi = tuple(_pair(name, "each (lo, hi) padding", p, 0) for p in padding)
+        lo_hi = tuple(as_pair(name, "each (lo, hi) padding", p, 0) for p in padding)
         return lo_hi[0], lo_hi[1]
-    ph, pw = _pair(name, "padding", padding, 0)
+    ph, pw = as_pair(name, "padding", padding, 0)
     return (ph, ph), (pw, pw)
 
 
@@ -106,9 +104,9 @@ def Conv2D(
     if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels <= 0:
         raise ValueError(f"Conv2D needs a positive integer out_channels, got {out_channels!r}")
     name = f"Conv2D({out_channels})"
-    kernel = _pair(name, "kernel_size", kernel_size)
-    strides = _pair(name, "stride", stride)
-    dil = _pair(name, "dilation", dilation)
+    kernel = as_pair(name, "kernel_size", kernel_size)
+    strides = as_pair(name, "stride", stride)
+    dil = as_pair(name, "dilation", dilation)
     pad_spec = normalize_padding(name, padding)
     w_init = w_init or initializers.glorot_normal()
     b_init = b_init or initializers.zeros()

@@ -27,7 +27,7 @@ import numpy as np
 from jax import lax
 
 from fnnet.core import Array, Layer, ShapeError, check_input, shape_str, shape_token, token_shape
-from fnnet.layers.conv import Pair, _pair, explicit_pads, out_size
+from fnnet.layers.conv import Pair, as_pair, explicit_pads, out_size
 
 
 def _check_padding(name: str, padding: Any) -> str:
@@ -86,8 +86,8 @@ def _crop(dxp: Array, pads: tuple[Pair, Pair]) -> Array:
 
 def _make(kind: str, window_shape: int | Pair, stride: int | Pair | None, padding: str):
     name = f"{kind}({window_shape})"
-    window = _pair(name, "window_shape", window_shape)
-    strides = window if stride is None else _pair(name, "stride", stride)
+    window = as_pair(name, "window_shape", window_shape)
+    strides = window if stride is None else as_pair(name, "stride", stride)
     padding = _check_padding(name, padding)
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
