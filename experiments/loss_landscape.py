@@ -16,16 +16,13 @@ Students are 2-h-1 tanh MLPs (P = 4h + 1 parameters).
   ∇L is fnnet's hand-written backward rule; H∇L (the gradient of ½‖∇L‖²) is jax.jvp of that manual
   gradient, and the exact Hessian is jax.jacfwd of it (forward-mode autodiff over the manual
   reverse rule); a claim checks it against jax.hessian of the forward code.
-  All widths run in one compiled program: a width-h net is the width-h_max net whose extra units
-  have zero weights that are held fixed (their rows and columns of H are masked out), which is
-  exactly the width-h net.
+  All widths run in one compiled program: a width-h net is the width-h_max net with its extra
+  units' weights held at zero (:func:`live_mask`), which is exactly the width-h net.
 
-References: shared/references 002, "The Loss Landscape" (non-convex surface, saddles dominate in high
-dimension); Dauphin et al. 2014, "Identifying and attacking the saddle point problem", Sec. 2 and
-Fig. 1 (index grows with the error of a critical point); Bray & Dean 2007; Li, Xu, Taylor, Studer &
-Goldstein 2018, "Visualizing the Loss Landscape of Neural Nets", Sec. 4 and 7; Fukumizu & Amari 2000
-(critical points of narrower nets embed as saddles); Frye et al. 2021 (gradient-norm minimization
-stalls in gradient-flat regions).
+References: shared/references 002, "The Loss Landscape"; Dauphin et al. 2014, Sec. 2 and Fig. 1
+(index grows with the error of a critical point); Bray & Dean 2007; Li et al. 2018, "Visualizing the
+Loss Landscape of Neural Nets", Sec. 4 and 7; Fukumizu & Amari 2000 (critical points of narrower nets
+embed as saddles); Frye et al. 2021 (gradient-norm minimization stalls in gradient-flat regions).
 """
 
 from __future__ import annotations
@@ -94,6 +91,18 @@ def dataset(config: Config) -> tuple[np.ndarray, np.ndarray]:
 # critical points
 
 
+def live_mask(h: jax.Array | int, h_max: int, d_in: int = 2) -> jax.Array:
+    """Flat 0/1 mask over the params of ``student(h_max)``: 1 on the coordinates of the first h hidden units.
+
+    With the other units' weights at 0 (and held there), the width-h_max net computes exactly the
+    width-h net, and the masked gradient and masked Hessian are exactly the width-h net's (plus zero
+    rows and columns for the padding).
+    """
+    live = (jnp.arange(h_max) < h).astype(jnp.float64)
+    tree = ({"W": jnp.broadcast_to(live, (d_in, h_max)), "b": live}, (), {"W": live[:, None], "b": jnp.ones(1)})
+    return ravel_pytree(tree)[0]
+
+
 def critical_points(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     """Search, per width, from ``starts`` points; returns ‖∇L‖, L, index, zero modes, eigenvalues."""
     h_max = max(config.widths)
@@ -103,11 +112,6 @@ def critical_points(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         _, p0 = net.init(jax.random.key(0), (2,), jnp.float64)
         _, unravel = ravel_pytree(p0)
         vg = fn.value_and_grad(net, fn.mse)
-
-        def mask(h):
-            live = (jnp.arange(h_max) < h).astype(jnp.float64)
-            tree = ({"W": jnp.broadcast_to(live, (2, h_max)), "b": live}, (), {"W": live[:, None], "b": jnp.ones(1)})
-            return ravel_pytree(tree)[0]
 
         def loss(th):
             return vg(unravel(th), x, y)[0]
@@ -119,7 +123,7 @@ def critical_points(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
             return jax.jacfwd(lambda t: grad(t, m))(th) * m[None, :]
 
         def search(key, h, from_trajectory):
-            m = mask(h)
+            m = live_mask(h, h_max)
             k_init, k_stop = jax.random.split(key)
             th = ravel_pytree(net.init(k_init, (2,), jnp.float64)[1])[0] * m
             stop = jnp.where(from_trajectory, jax.random.randint(k_stop, (), 0, config.train_steps), 0)
