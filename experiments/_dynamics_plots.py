@@ -227,6 +227,7 @@ def clipping(config, clip, out_dir: Path):
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (MSE, log scale)")
+    ax.set_xticks(epochs)
     ax.set_title(f"SGD η={config.clip_lr:g}; NaN after divergence is not drawn", fontsize=10)
     ax.legend(fontsize=7)
     return save_figure(

@@ -27,3 +27,15 @@ def key_tree(key, tree):
     """One fresh PRNG key per leaf of ``tree``, in a pytree of the same structure."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return jax.tree_util.tree_unflatten(treedef, list(jax.random.split(key, max(len(leaves), 1)))[: len(leaves)])
+
+
+def round_sig(x, digits: int) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits (float64), elementwise; NaN and ±inf pass through.
+
+    Multi-threaded XLA CPU kernels may differ in the last bits between runs; rounding the reported
+    values keeps metrics.json bit-identical and makes values equal up to rounding tie exactly.
+    """
+    a = np.asarray(x, np.float64)
+    finite = np.isfinite(a) & (a != 0)
+    scale = np.where(finite, 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(np.where(finite, a, 1.0))))), 1.0)
+    return np.where(finite, np.round(a * scale) / scale, a)

@@ -4,18 +4,16 @@ Task: teacher-student regression, x ∈ R² ~ N(0, I), y = a 2-4-1 tanh teacher 
 Students are 2-h-1 tanh MLPs (P = 4h + 1 parameters).
 
 * Slice: a width-8 student trained by minibatch SGD (``fn.train``, manual gradients) from a poor (×3)
-  initialization. Left panel: the plane of the first two principal directions of its trajectory,
-  centred on the final point, with the trajectory projected on it (Li et al. 2018, Sec. 7). Right:
-  the plane of two filter-normalized random directions around the final point (Li et al. Sec. 4),
-  where each neuron's direction is rescaled to the norm of its incoming weights and biases are 0.
+  init; the plane of the path's two principal directions through its end, with the path projected
+  (Li et al. 2018, Sec. 7), and a plane of two filter-normalized random directions (Sec. 4).
 * Critical points, in float64: from half random initializations and half points of full-batch GD
   trajectories (stopped at a random step), minimize ½‖∇L‖² by gradient descent (Adam with a decaying
   step) and finish with Levenberg–Marquardt on the same objective, θ ← θ − (H² + μI)⁻¹ H ∇L (its
   large-μ limit is gradient descent on ½‖∇L‖²). A point with ‖∇L‖ ≤ ``gtol`` is a critical point;
   its index is the number of Hessian eigenvalues below −rtol·max|λ|.
-  ∇L is fnnet's hand-written backward rule; H∇L (the gradient of ½‖∇L‖²) is jax.jvp of that manual
-  gradient, and the exact Hessian is jax.jacfwd of it (forward-mode autodiff over the manual
-  reverse rule); a claim checks it against jax.hessian of the forward code.
+  ∇L is fnnet's hand-written backward rule; H∇L (the gradient of ½‖∇L‖²) is jax.jvp of it and the
+  exact Hessian jax.jacfwd of it (forward-mode autodiff over the manual reverse rule), checked
+  against jax.hessian of the forward code.
   All widths run in one compiled program: a width-h net is the width-h_max net with its extra
   units' weights held at zero (:func:`live_mask`), which is exactly the width-h net.
 
@@ -39,7 +37,7 @@ from jax.flatten_util import ravel_pytree
 import fnnet as fn
 from experiments import _dynamics_plots as plots
 from experiments._common import Claim, Result, cached_json
-from experiments._dynamics_util import key_tree, spearman
+from experiments._dynamics_util import key_tree, round_sig, spearman
 from fnnet import data
 
 NAME = "loss_landscape"
@@ -168,7 +166,8 @@ def critical_points(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
         from_traj = jnp.arange(config.starts) >= config.starts // 2
         run = jax.jit(jax.vmap(jax.vmap(search, in_axes=(0, None, 0)), in_axes=(None, 0, None)))
         out = run(keys, jnp.asarray(config.widths), from_traj)
-        out = {k: np.asarray(v) for k, v in out.items()}
+        digits = {"loss": 10, "loss_start": 10, "index": None, "zero_modes": None}  # the rest: 3 digits
+        out = {k: np.asarray(v) if digits.get(k, 3) is None else round_sig(v, digits.get(k, 3)) for k, v in out.items()}
         out["from_trajectory"] = np.broadcast_to(np.asarray(from_traj), out["loss"].shape)
         return out
 
@@ -186,11 +185,8 @@ def hessian_check(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> float:
         return float(jnp.linalg.norm(H_manual - H_auto) / jnp.linalg.norm(H_auto))
 
 
-# ----------------------------------------------------------------------------------------------
-# the 2-D slice
-
-
 def landscape(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
+    """The 2-D slices: SGD from a ×3 init, its PCA plane with the path, and a filter-normalized random plane."""
     net = student(config.slice_width)
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
     _, params = net.init(jax.random.key(config.seed + 2), (2,))
@@ -213,37 +209,36 @@ def landscape(config: Config, x_np: np.ndarray, y_np: np.ndarray) -> dict:
     a = np.linspace(coords[:, 0].min() - pad[0], coords[:, 0].max() + pad[0], config.grid)
     b = np.linspace(coords[:, 1].min() - pad[1], coords[:, 1].max() + pad[1], config.grid)
     A, B = np.meshgrid(a, b)
-    pts = final[None, :] + jnp.asarray(A.ravel())[:, None] * u[None, :] + jnp.asarray(B.ravel())[:, None] * v[None, :]
-    pca_loss = np.asarray(loss(pts)).reshape(A.shape)
+    pca_loss = _on_plane(loss, final, u, v, A, B)
     # filter-normalized random directions (Li et al. 2018, Sec. 4): per neuron, ‖d_j‖ = ‖W_j‖; biases 0
-    keys = jax.random.split(jax.random.key(config.seed + 4), 2)
-    dirs = []
-    for k in keys:
-        d = jax.tree_util.tree_map(lambda p, kk: jax.random.normal(kk, p.shape), res.params, key_tree(k, res.params))
-        d = [
-            {"W": dl["W"] * jnp.linalg.norm(pl["W"], axis=0, keepdims=True) / jnp.linalg.norm(dl["W"], axis=0,
-                                                                                             keepdims=True),
-             "b": jnp.zeros_like(pl["b"])} if pl else ()
-            for dl, pl in zip(d, res.params)
-        ]  # fmt: skip
-        dirs.append(ravel_pytree(tuple(d))[0])
+    d1, d2 = (_filter_normalized(k, res.params) for k in jax.random.split(jax.random.key(config.seed + 4), 2))
     r = np.linspace(-1, 1, config.grid)
     R1, R2 = np.meshgrid(r, r)
-    pts = (
-        final[None, :]
-        + jnp.asarray(R1.ravel())[:, None] * dirs[0][None, :]
-        + jnp.asarray(R2.ravel())[:, None] * dirs[1][None, :]
-    )
-    rand_loss = np.asarray(loss(pts)).reshape(R1.shape)
-    return {
-        "pca": {"a": a, "b": b, "loss": pca_loss, "path": coords, "explained": np.asarray(s**2 / jnp.sum(s**2))[:2]},
-        "random": {"r": r, "loss": rand_loss},
-        "path_loss": np.asarray(loss(path)),
+    rand_loss = _on_plane(loss, final, d1, d2, R1, R2)
+    explained = np.asarray(s**2 / jnp.sum(s**2))[:2]
+    return {  # float32 values rounded to 6 digits: bit-identical metrics between runs
+        "pca": {"a": a, "b": b, "loss": round_sig(pca_loss, 6), "path": round_sig(coords, 6),
+                "explained": round_sig(explained, 6)},
+        "random": {"r": r, "loss": round_sig(rand_loss, 6)},
+        "path_loss": round_sig(loss(path), 6),
         "num_params": int(final.size),
-    }
+    }  # fmt: skip
 
 
-# ----------------------------------------------------------------------------------------------
+def _on_plane(loss, center, u, v, A, B) -> np.ndarray:
+    """loss(center + A·u + B·v) on the grid (A, B)."""
+    a, b = jnp.asarray(A.ravel())[:, None], jnp.asarray(B.ravel())[:, None]
+    return np.asarray(loss(center[None, :] + a * u[None, :] + b * v[None, :])).reshape(A.shape)
+
+
+def _filter_normalized(key: jax.Array, params) -> jax.Array:
+    """A flat random direction, per neuron rescaled to the norm of its incoming weights, biases 0 (Li et al.)."""
+    d = jax.tree_util.tree_map(lambda p, k: jax.random.normal(k, p.shape), params, key_tree(key, params))
+    norm = lambda w: jnp.linalg.norm(w, axis=0, keepdims=True)  # noqa: E731
+    return ravel_pytree(
+        tuple({"W": dl["W"] * norm(pl["W"]) / norm(dl["W"]), "b": jnp.zeros_like(pl["b"])} if pl else ()
+              for dl, pl in zip(d, params))
+    )[0]  # fmt: skip
 
 
 def summarize(config: Config, cp: dict) -> list[dict]:

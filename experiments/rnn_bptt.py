@@ -56,12 +56,12 @@ class Config:
         ("tanh", 0.5), ("tanh", 1.0), ("tanh", 2.0), ("tanh", 3.0), ("sigmoid", 1.0), ("sigmoid", 4.0),
         ("sigmoid", 16.0),
     )  # fmt: skip
-    inits: int = 4
+    inits: int = 3
     batch: int = 16
     clip: float = 1.0
     clip_lr: float = 0.1
     clip_gain: float = 3.0
-    clip_epochs: int = 6
+    clip_epochs: int = 4
     task_T: int = 50
     task_train: int = 1024
     task_test: int = 512
