@@ -1,0 +1,150 @@
+"""The models of ``fnnet bench``: each entry a Layer, its input, its loss and its analytic FLOP count.
+
+The FLOP count of a train step is counted from the matrix products only (2 FLOPs per multiply-add):
+each matmul or convolution of the forward costs its forward, the weight gradient (same size) and
+the input gradient (same size) — except the input gradient of the first layer, which nobody needs
+and XLA removes. Elementwise work (activations, losses, the SGD update) is left out; it is O(params
++ activations), a few percent of the products for every entry here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import fnnet as fn
+from fnnet.core import Layer, Loss
+
+
+class Entry(NamedTuple):
+    """One benchmark: a model, its batch, and the analytic FLOPs of one train step."""
+
+    name: str
+    about: str  # what the model is, in one line
+    build: Callable[[], Layer]
+    in_shape: tuple[int, ...]  # without the batch axis
+    batch: int
+    loss: Loss
+    classes: int  # integer labels in [0, classes)
+    flops: int  # analytic FLOPs of one train step (forward + backward + update)
+
+
+def _step_flops(macs: list[tuple[int, bool]]) -> int:
+    """2 FLOPs per MAC, three products (forward, dW, dx) per op, two when its dx is not needed."""
+    return sum(2 * m * (3 if needs_dx else 2) for m, needs_dx in macs)
+
+
+def _dense_macs(batch: int, dims: list[int]) -> list[tuple[int, bool]]:
+    return [(batch * a * b, i > 0) for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
+
+
+def mlp(name: str, dims: list[int], batch: int, act: str = "relu") -> Entry:
+    """A plain MLP dims[0]-...-dims[-1] with ``act`` between the Dense layers, softmax cross-entropy."""
+    layers: list[Layer] = []
+    for i, d in enumerate(dims[1:]):
+        layers.append(fn.Dense(d))
+        if i < len(dims) - 2:
+            layers.append(fn.activations.get(act))
+    about = f"MLP {'-'.join(map(str, dims))} {act}"
+    return Entry(
+        name,
+        about,
+        lambda: fn.serial(*layers),
+        (dims[0],),
+        batch,
+        fn.softmax_cross_entropy,
+        dims[-1],
+        _step_flops(_dense_macs(batch, dims)),
+    )
+
+
+def batchnorm_mlp(name: str, dims: list[int], batch: int) -> Entry:
+    """Dense -> BatchNorm -> ReLU blocks, then a Dense head."""
+    layers: list[Layer] = []
+    for d in dims[1:-1]:
+        layers += [fn.Dense(d), fn.BatchNorm(), fn.Relu()]
+    layers.append(fn.Dense(dims[-1]))
+    about = f"MLP {'-'.join(map(str, dims))} Dense-BN-ReLU"
+    flops = _step_flops(_dense_macs(batch, dims))
+    return Entry(name, about, lambda: fn.serial(*layers), (dims[0],), batch, fn.softmax_cross_entropy, dims[-1], flops)
+
+
+def residual_mlp(name: str, d_in: int, width: int, blocks: int, classes: int, batch: int) -> Entry:
+    """Dense(width), then ``blocks`` pre-norm residual blocks x + Dense(ReLU(Dense(LayerNorm(x)))), a head."""
+
+    def build() -> Layer:
+        body = [
+            fn.residual(fn.serial(fn.LayerNorm(), fn.Dense(width), fn.Relu(), fn.Dense(width))) for _ in range(blocks)
+        ]
+        return fn.serial(fn.Dense(width), *body, fn.Dense(classes))
+
+    macs = _dense_macs(batch, [d_in, width])
+    macs += [(batch * width * width, True)] * (2 * blocks) + [(batch * width * classes, True)]
+    about = f"residual MLP {d_in}-{width}x{blocks} blocks (LN-Dense-ReLU-Dense)-{classes}"
+    return Entry(name, about, build, (d_in,), batch, fn.softmax_cross_entropy, classes, _step_flops(macs))
+
+
+def cnn(name: str, hw: int, channels: tuple[int, int], hidden: int, batch: int) -> Entry:
+    """Conv3x3(SAME)-ReLU-MaxPool2 twice, Flatten, Dense-ReLU, Dense(10), on hw x hw x 1 images."""
+    c1, c2 = channels
+
+    def build() -> Layer:
+        return fn.serial(
+            fn.Conv2D(c1, 3, padding="SAME"),
+            fn.Relu(),
+            fn.MaxPool(2),
+            fn.Conv2D(c2, 3, padding="SAME"),
+            fn.Relu(),
+            fn.MaxPool(2),
+            fn.Flatten(),
+            fn.Dense(hidden),
+            fn.Relu(),
+            fn.Dense(10),
+        )
+
+    h2, h4 = hw // 2, hw // 4
+    macs = [(batch * hw * hw * 9 * 1 * c1, False), (batch * h2 * h2 * 9 * c1 * c2, True)]
+    macs += [(batch * h4 * h4 * c2 * hidden, True), (batch * hidden * 10, True)]
+    about = f"CNN {hw}x{hw}x1 conv{c1}-pool-conv{c2}-pool-{hidden}-10"
+    return Entry(name, about, build, (hw, hw, 1), batch, fn.softmax_cross_entropy, 10, _step_flops(macs))
+
+
+def recurrent(name: str, kind: str, steps: int, d_in: int, hidden: int, batch: int) -> Entry:
+    """An RNN (tanh) or LSTM over ``steps`` steps, its last hidden state into Dense(10)."""
+    gates = 4 if kind == "lstm" else 1
+
+    def build() -> Layer:
+        cell = fn.LSTM(hidden) if kind == "lstm" else fn.RNN(hidden)
+        return fn.serial(cell, fn.Dense(10))
+
+    n = batch * steps
+    # input projection: forward + dW (x needs no gradient); recurrence: forward, dU and dh
+    macs = [(n * d_in * gates * hidden, False), (n * hidden * gates * hidden, True), (batch * hidden * 10, True)]
+    about = f"{kind.upper()} {d_in}->{hidden} over {steps} steps, Dense(10) on h_T"
+    return Entry(name, about, build, (steps, d_in), batch, fn.softmax_cross_entropy, 10, _step_flops(macs))
+
+
+def entries(quick: bool) -> list[Entry]:
+    """The benchmark set; ``quick`` is a small one for smoke tests (seconds, not minutes)."""
+    if quick:
+        return [
+            mlp("mlp_40-100-100-10_b32", [40, 100, 100, 10], 32),
+            cnn("cnn_14x14_b16", 14, (4, 8), 32, 16),
+            recurrent("rnn_t10_b16", "rnn", 10, 8, 16, 16),
+            batchnorm_mlp("bn_mlp_40-64-64-10_b32", [40, 64, 64, 10], 32),
+            residual_mlp("res_mlp_40-64x2_b32", 40, 64, 2, 10, 32),
+        ]
+    return [
+        mlp("mlp_40-100-100-10_b32", [40, 100, 100, 10], 32),
+        mlp("mlp_40-100-100-10_b256", [40, 100, 100, 10], 256),
+        mlp("mlp_784-512-512-10_b128", [784, 512, 512, 10], 128),
+        mlp("mlp_784-1024-1024-10_b256", [784, 1024, 1024, 10], 256),
+        mlp("mlp_784-4096-4096-10_b256", [784, 4096, 4096, 10], 256),
+        mlp("mlp_sigmoid_784-512x3-10_b128", [784, 512, 512, 512, 10], 128, act="sigmoid"),
+        mlp("mlp_tanh_784-512x3-10_b128", [784, 512, 512, 512, 10], 128, act="tanh"),
+        mlp("mlp_gelu_784-512x3-10_b128", [784, 512, 512, 512, 10], 128, act="gelu"),
+        cnn("cnn_28x28_b64", 28, (32, 64), 128, 64),
+        recurrent("rnn_t50_b64", "rnn", 50, 32, 128, 64),
+        recurrent("lstm_t50_b64", "lstm", 50, 32, 128, 64),
+        batchnorm_mlp("bn_mlp_784-512-512-10_b256", [784, 512, 512, 10], 256),
+        residual_mlp("res_mlp_784-512x4_b256", 784, 512, 4, 10, 256),
+    ]
