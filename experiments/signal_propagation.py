@@ -1,0 +1,297 @@
+"""Forward signal through deep MLPs: Var[z_l] layer by layer for every activation × initializer.
+
+Each net is depth × Dense(width) + φ with zero biases; its weights are drawn layer by layer inside a
+``lax.scan`` (fnnet's initializers and Dense.forward, the activation's forward rule), vmapped over
+seeds. Measured: q_l = mean z_l² over units and examples (the second moment, which is the variance
+over weight draws since E z = 0). Theory: the recursion q_{l+1} = n Var[w] · E_{z~N(0,q_l)}[φ(z)²]
+evaluated by Gauss–Hermite quadrature (:mod:`experiments._init_util`), started from the measured
+input second moment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import fnnet as fn
+from experiments import _init_nets as N
+from experiments import _init_util as U
+from experiments._common import Claim, Result, close, pyplot, save_figure
+
+NAME = "signal_propagation"
+TITLE = "Forward signal: Var[z_l] through depth, every activation × initializer, theory beside measurement"
+
+SRC_REC = "He et al. 2015, eq. 7-10; Poole et al. 2016, eq. 3; Glorot & Bengio 2010, eq. 5-6"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    depth: int = 50
+    width: int = 256
+    batch: int = 64
+    seeds: int = 3
+    acts: tuple[str, ...] = tuple(U.ACTS)
+    inits: tuple[str, ...] = U.INITS
+    factor_rtol: float = 0.05  # per-layer factor vs theory
+    seed: int = 0
+
+
+PRESETS = {
+    "tiny": Config(
+        depth=6, width=32, batch=8, seeds=2, acts=("relu", "tanh"), inits=("he_normal", "xavier_normal", "zeros")
+    ),
+    "quick": Config(),
+    "full": Config(width=512, batch=256, seeds=5),
+}
+
+
+def _measure(cfg: Config, keys: jax.Array, inputs: dict) -> dict:
+    """Per-layer q_z and q_h, (S, depth) arrays, for every (activation, init, input kind).
+
+    One jitted ``lax.scan`` over layers. Layer l draws its weights inside the scan from the layer
+    key with each fnnet initializer (vmapped over S seeds; leaky-He once per slope α), stacks them
+    (I, S, n_in, n), and every activation applies ``Dense.forward`` and its forward rule to its own
+    h of shape (I, S, K, B, n): the activations share the weight draws, the K input kinds share the
+    weights from layer 2 on. No weight outlives its layer.
+    """
+    acts, inits, kinds = cfg.acts, cfg.inits, list(inputs)
+    vv = lambda f: jax.vmap(jax.vmap(f))  # noqa: E731  over (init, seed)
+    dense = fn.Dense(cfg.width)
+
+    def draw(keys, d_in):  # (S,) keys -> {act: params stacked (I, S, ...)}
+        shared = N.draw_shared(inits, acts, keys, d_in, cfg.width)
+        return {a: N.assemble(shared, inits, a) for a in acts}
+
+    def layer(act, p, h):
+        z, _ = vv(dense.forward)(p, h)
+        y, _ = U.act_layer(act).forward((), z)
+        return y, (jnp.mean(z * z, axis=(-2, -1)), jnp.mean(y * y, axis=(-2, -1)))  # (I, S, K)
+
+    @jax.jit
+    def run_all(keys):
+        k0, ks = jax.vmap(jax.random.split, out_axes=1)(keys)  # (2, S)
+        I, S = len(inits), keys.shape[0]
+        h, s0 = {a: [] for a in acts}, {a: [] for a in acts}
+        for kind in kinds:  # first layer: its fan_in is the input's
+            x = inputs[kind]
+            p0 = draw(k0, x.shape[1])
+            for a in acts:
+                y, s = layer(a, p0[a], jnp.broadcast_to(x, (I, S, 1) + x.shape))
+                h[a].append(y[:, :, 0])
+                s0[a].append(jnp.stack(s)[..., 0])  # (2, I, S)
+        h = {a: jnp.stack(h[a], axis=2) for a in acts}  # (I, S, K, B, n)
+
+        def step(h, k):
+            p = draw(k, cfg.width)
+            out = {a: layer(a, p[a], h[a]) for a in acts}
+            return {a: o[0] for a, o in out.items()}, {a: jnp.stack(o[1]) for a, o in out.items()}
+
+        layer_keys = jax.vmap(lambda k: jax.random.split(k, cfg.depth - 1), out_axes=1)(ks)  # (L-1, S)
+        _, s = lax.scan(step, h, layer_keys)  # {act: (L-1, 2, I, S, K)}
+        return {a: jnp.moveaxis(jnp.concatenate([jnp.stack(s0[a], -1)[None], s[a]]), 0, -1) for a in acts}
+
+    res = jax.device_get(run_all(keys))  # {act: (2, I, S, K, L)}
+    return {
+        (a, name, kind): (res[a][0, i, :, j], res[a][1, i, :, j])
+        for a in acts
+        for i, name in enumerate(inits)
+        for j, kind in enumerate(kinds)
+    }
+
+
+def _theory(act: str, init: str, cfg: Config, d_in: int, q_in: float):
+    sw2_first = d_in * U.weight_variance(init, act, d_in, cfg.width)
+    sw2 = cfg.width * U.weight_variance(init, act, cfg.width, cfg.width)
+    qz, qh = U.forward_theory(act, sw2_first, q_in, sw2, cfg.depth)
+    return qz, qh
+
+
+def run(config: Config, out_dir: Path) -> Result:
+    cfg = config
+    key = jax.random.key(cfg.seed)
+    k_in, k_net = jax.random.split(key)
+    train, _ = U.mnist1d_standardized()
+    inputs = {
+        "random": jax.random.normal(k_in, (cfg.batch, cfg.width)),
+        "mnist1d": train.x[: cfg.batch],
+    }
+    seeds = jax.random.split(k_net, cfg.seeds)
+    rows: dict[str, dict] = {}
+    for (act, init, kind), (qz, _qh) in _measure(cfg, seeds, inputs).items():
+        x = np.asarray(inputs[kind])
+        tqz, _ = _theory(act, init, cfg, x.shape[1], float(np.mean(x * x)))
+        qz = np.asarray(qz, np.float64)
+        last = cfg.depth - 1
+        factors = [U.per_layer_factor(q, 1, last) for q in qz] if cfg.depth > 2 else []
+        rows[f"{act}|{init}|{kind}"] = {
+            "act": act,
+            "init": init,
+            "input": kind,
+            "qz_median": np.median(qz, axis=0).tolist(),
+            "qz_seeds": qz.tolist(),
+            "qz_theory": tqz.tolist(),
+            "factor": U.spread(factors),
+            "factor_theory": U.per_layer_factor(tqz, 1, last) if cfg.depth > 2 else float("nan"),
+        }
+    claims = _claims(rows, cfg)
+    figures = [_figure(rows, cfg, kind, out_dir) for kind in ("random", "mnist1d")]
+    figures.append(_scatter(rows, cfg, out_dir))
+    return Result(metrics={"rows": rows, "gauss_hermite_nodes": U.GH_NODES}, claims=claims, figures=figures)
+
+
+def _claims(rows: dict, cfg: Config) -> list[Claim]:
+    claims = []
+    spread_note = f"median over {cfg.seeds} seeds, width {cfg.width}, batch {cfg.batch}, layers 2..{cfg.depth}"
+
+    def factor_claim(act, init, kind, text, source):
+        r = rows.get(f"{act}|{init}|{kind}")
+        if r is None:
+            return
+        f = r["factor"]
+        claims.append(
+            close(
+                text,
+                source,
+                r["factor_theory"],
+                f["median"],
+                rtol=cfg.factor_rtol,
+                note=f"{spread_note}; seeds span [{f['min']:.4f}, {f['max']:.4f}]; {kind} inputs",
+            )
+        )
+
+    factor_claim(
+        "relu", "he_normal", "random", "ReLU + He keeps Var[z_l] constant: per-layer factor 1", "He et al. 2015, eq. 10"
+    )
+    factor_claim(
+        "relu",
+        "xavier_normal",
+        "random",
+        "ReLU + Xavier (fan_in = fan_out) halves Var[z_l] every layer: factor 1/2",
+        "He et al. 2015, sec. 2.2 (eq. 9 with n Var[w] = 1)",
+    )
+    factor_claim(
+        "leaky_relu(0.2)",
+        "leaky_he",
+        "random",
+        "leaky ReLU(0.2) + leaky-He (Var = 2/((1+α²) n)) keeps Var[z_l] constant",
+        "He et al. 2015, eq. 15",
+    )
+    factor_claim(
+        "relu",
+        "he_normal",
+        "mnist1d",
+        "ReLU + He keeps Var[z_l] constant on MNIST-1D inputs too",
+        "He et al. 2015, eq. 10",
+    )
+    # the general recursion, every pair whose per-layer factor is a finite positive number
+    good, total, worst = 0, 0, (0.0, "")
+    for k, r in rows.items():
+        ft, fm = r["factor_theory"], r["factor"]["median"]
+        if r["input"] != "random" or not (np.isfinite(ft) and ft > 0 and np.isfinite(fm)):
+            continue
+        total += 1
+        err = abs(fm - ft) / ft
+        good += err <= cfg.factor_rtol
+        worst = max(worst, (err, k))
+    if total:
+        claims.append(
+            Claim(
+                "the recursion Var[z_l] = n Var[w] E[φ(z_{l−1})²] gives the measured per-layer factor for every "
+                "(activation, init) pair",
+                SRC_REC + "; issue 'Initialization study' (signal_propagation)",
+                f"{total}/{total} within rtol {cfg.factor_rtol}",
+                f"{good}/{total}",
+                f"rtol {cfg.factor_rtol} per pair",
+                bool(good == total),
+                f"worst: {worst[1]} (rel. error {worst[0]:.3f}); pairs whose signal is exactly 0 or overflows "
+                "float32 are left out; " + spread_note,
+            )
+        )
+    zeros = [r for r in rows.values() if r["init"] == "zeros"]
+    if zeros:
+        mx = max(max(np.max(np.abs(np.asarray(r["qz_seeds"]))) for r in zeros), 0.0)
+        claims.append(
+            Claim(
+                "all-zeros init: Var[z_l] = 0 at every layer, for every activation",
+                "Glorot & Bengio 2010, sec. 4.2 (symmetry); recursion with Var[w] = 0",
+                0.0,
+                float(mx),
+                "exact",
+                bool(mx == 0.0),
+            )
+        )
+    return claims
+
+
+def _figure(rows: dict, cfg: Config, kind: str, out_dir: Path):
+    plt = pyplot()
+    n = len(cfg.acts)
+    cols = min(3, n)
+    nr = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nr, cols, figsize=(5.2 * cols, 3.9 * nr), squeeze=False, sharex=True)
+    layers = np.arange(1, cfg.depth + 1)
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for ax, act in zip(axes.flat, cfg.acts):
+        for i, init in enumerate(cfg.inits):
+            r = rows[f"{act}|{init}|{kind}"]
+            m = np.asarray(r["qz_median"], np.float64)
+            t = np.asarray(r["qz_theory"], np.float64)
+            ok = np.isfinite(m) & (m > 0)
+            ax.plot(layers[ok], m[ok], "-", color=colors[i % 10], lw=1.4, label=init)
+            ok = np.isfinite(t) & (t > 0) & (t < 3e38)
+            ax.plot(layers[ok], t[ok], "--", color="k", lw=0.7, alpha=0.6)
+        ax.set_yscale("log")
+        ax.set_ylim(1e-30, 1e30)
+        ax.set_title(act)
+        ax.set_ylabel("Var[z_l] = mean z_l²")
+        ax.grid(alpha=0.3, which="major")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer l")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    h.append(plt.Line2D([], [], color="k", ls="--", lw=0.7))
+    lab.append("theory (quadrature)")
+    fig.legend(h, lab, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    caption = (
+        f"Var of pre-activations by layer ({kind} inputs; width {cfg.width}; median of {cfg.seeds} seeds): solid "
+        "measured, dashed the recursion. All-zeros is exactly 0 (off the log axis); N(0,1) overflows float32 "
+        "where its line stops."
+    )
+    return save_figure(fig, out_dir, f"variance_{kind}", caption)
+
+
+def _scatter(rows: dict, cfg: Config, out_dir: Path):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    markers = dict(zip(cfg.acts, "os^vDP"))
+    for act in cfg.acts:
+        pts = [
+            (r["factor_theory"], r["factor"]["median"], r["factor"]["min"], r["factor"]["max"])
+            for r in rows.values()
+            if r["act"] == act and r["input"] == "random"
+        ]
+        pts = [p for p in pts if all(np.isfinite(p)) and p[0] > 0 and p[1] > 0]
+        if pts:
+            t, m, lo, hi = map(np.asarray, zip(*pts))
+            ax.errorbar(t, m, yerr=[m - lo, hi - m], fmt=markers[act], ms=5, label=act, alpha=0.8, capsize=2)
+    lim = ax.get_xlim()
+    ax.plot([1e-3, 1e3], [1e-3, 1e3], "k:", lw=0.8, label="measured = theory")
+    ax.set_xlim(lim)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("theory: per-layer factor Var[z_{l+1}]/Var[z_l]")
+    ax.set_ylabel("measured per-layer factor (median; bars: seed range)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    caption = (
+        "Per-layer variance factor, measured against the quadrature recursion, one point per "
+        "(activation, init) pair with random inputs."
+    )
+    return save_figure(fig, out_dir, "factor_scatter", caption)
