@@ -144,8 +144,13 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
     setting = (
         f"width {cfg.width}, SGD momentum {cfg.momentum}, batch {cfg.batch}, {budget} steps, best lr of "
         f"{list(cfg.lrs)} per init, "
-        f"{cfg.seeds} seeds, {cfg.n_train} MNIST-1D training examples, target train loss {cfg.target_loss}"
+        f"{cfg.seeds} seeds, {cfg.n_train} MNIST-1D training examples, target train loss {cfg.target_loss} "
+        f"(checked at epoch ends, every {cfg.n_train // cfg.batch} steps)"
     )
+
+    def edge(lr):
+        return " (the grid's edge)" if lr in (min(cfg.lrs), max(cfg.lrs)) and len(cfg.lrs) > 1 else ""
+
     shallow, deep = min(cfg.depths), [d for d in cfg.depths if d >= 30]
     r = results[str(shallow)]
     he, xa = _med_steps(r["he_normal"]["steps_to_target"]), _med_steps(r["xavier_normal"]["steps_to_target"])
@@ -162,8 +167,9 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
             },
             "medians over seeds",
             bool(np.isfinite(he) and np.isfinite(xa) and he <= xa),
-            f"{setting}; He et al.'s nets are 22-layer conv nets on ImageNet: depth {shallow} MLPs stand in for the "
-            "regime where both train",
+            f"{setting}; best lr He {r['he_normal']['best_lr']}{edge(r['he_normal']['best_lr'])}, Xavier "
+            f"{r['xavier_normal']['best_lr']}{edge(r['xavier_normal']['best_lr'])}; He et al.'s nets are 22-layer "
+            f"conv nets on ImageNet: depth {shallow} MLPs stand in for the regime where both train",
         )
     )
     for d in deep:
@@ -183,7 +189,8 @@ def _claims(results: dict, cfg: Config) -> list[Claim]:
                 },
                 "as stated",
                 bool(ok),
-                setting + f"; best lr He {he['best_lr']}, Xavier {xa['best_lr']}",
+                setting
+                + f"; best lr He {he['best_lr']}{edge(he['best_lr'])}, Xavier {xa['best_lr']}{edge(xa['best_lr'])}",
             )
         )
     return claims
