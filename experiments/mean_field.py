@@ -7,11 +7,10 @@ point c* and its depth scale ξ_c = −1/ln χ_c.
 
 Measured (:mod:`experiments._init_meanfield`) on random nets built from fnnet's Dense/Tanh forward
 and backward rules (weights drawn layer by layer inside a ``lax.scan``, vmapped over σ_w² and seeds):
-the decay of the correlation
-between two inputs (→ ξ_c), the per-layer decay of E(∂L/∂z_l)² (→ χ₁), and trainability: training
-accuracy of MNIST-1D nets after a fixed SGD budget over σ_w² × depth (``fnnet.sweep``), against the
-trainable-depth curve L ≈ 6ξ_c. Part 5, the Jacobian spectra of Pennington et al. 2017, is in
-:mod:`experiments._init_jacobian`.
+the decay of the correlation between two inputs (→ ξ_c), the per-layer decay of E(∂L/∂z_l)² (→ χ₁),
+and trainability: training accuracy of MNIST-1D nets after a fixed SGD budget over σ_w² × depth
+(``fnnet.sweep``), against the trainable-depth curve L ≈ 6ξ_c. Part 5, the Jacobian spectra of
+Pennington et al. 2017, is in :mod:`experiments._init_jacobian`.
 """
 
 from __future__ import annotations
