@@ -112,13 +112,30 @@ def print_row(row: dict, first: bool) -> None:
 def print_sweep(sw: dict) -> None:
     steps = sw["steps_per_model"]
     print(f"sweep: {sw['models']} x {sw['model']}, B={sw['batch']}, {steps} steps each")
-    print(f"  vmapped (one program)   {sw['vmapped_s']:8.2f} s   (compile {sw['vmapped_compile_s']:.1f} s)")
+    frac = f", {sw['vmapped_peak_fraction']:.0%} of matmul peak" if "vmapped_peak_fraction" in sw else ""
+    print(
+        f"  vmapped (one program)   {sw['vmapped_s']:8.2f} s   {sw['vmapped_gflops']:.1f} GFLOP/s{frac} "
+        f"(compile {sw['vmapped_compile_s']:.1f} s)"
+    )
     print(f"  loop of jitted runs     {sw['jit_loop_s']:8.2f} s   vmapped is {sw['speedup_vs_jit_loop']:.1f}x faster")
     for t in sw.get("torch_runs", []):
         print(
             f"  PyTorch eager loop      {t['seconds']:8.2f} s   vmapped is {t['seconds'] / sw['vmapped_s']:.1f}x "
             f"faster (torch {sw['torch_version']}, {t['threads']} threads)"
         )
+    print(f"  ({_bound_text(sw)})")
+
+
+def _bound_text(sw: dict) -> str:
+    """The compute bound on the speed-ups, in words."""
+    bounds = [(k, sw[f"bound_speedup_vs_{k}"]) for k in ("jit_loop", "torch_eager") if f"bound_speedup_vs_{k}" in sw]
+    if not bounds:
+        return "no compute bound: no matmul peak"
+    names = {"jit_loop": "the loop of jitted runs", "torch_eager": "the PyTorch eager loop"}
+    return (
+        f"{_flops(sw['flops_per_step'])}FLOP per model step: even at the measured matmul peak the vmapped sweep "
+        "could be at most " + " and ".join(f"{v:.1f}x faster than {names[k]}" for k, v in bounds)
+    )
 
 
 def print_summary(result: dict) -> None:
@@ -241,11 +258,15 @@ def markdown(result: dict) -> str:
                 f"| PyTorch {sw['torch_version']} eager loop ({threads}) | "
                 f"{t['seconds']:.2f} | {t['seconds'] / sw['vmapped_s']:.1f}× faster | {t['final_loss']:.4f} |"
             )
-        if "torch_runs" in sw:
-            lines.append(f"\nThe faster PyTorch run ({sw['torch_threads']} threads) is the baseline of the target.")
-        else:
+        if "torch_runs" not in sw:
             lines.append(f"| PyTorch eager loop | skipped: {sw['torch_skipped']} | | |")
         lines.append("")
+        if "torch_runs" in sw:
+            lines.append(f"The faster PyTorch run ({sw['torch_threads']} threads) is the baseline of the target. ")
+        lines += [
+            f"The vmapped sweep ran at {sw['vmapped_gflops']:.1f} GFLOP/s. {_bound_text(sw).capitalize()}.",
+            "",
+        ]
     lines += ["| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['measured']} | {({True: 'yes', False: 'no', None: '-'})[t['met']]} |")

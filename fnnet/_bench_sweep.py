@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
+from fnnet._bench_models import _dense_macs, _step_flops
 
 DIMS = (40, 100, 100, 10)
 LR = 0.1
@@ -108,16 +109,23 @@ def _torch_runs(train, models: int, epochs: int, batch: int, threads: int) -> di
     }
 
 
-def bench_sweep(*, models: int, epochs: int, batch: int = 100) -> dict:
-    """Time K = ``models`` runs of ``epochs`` epochs three ways; speed-ups of the vmapped sweep."""
+def bench_sweep(*, models: int, epochs: int, batch: int = 100, peak_gflops: float | None = None) -> dict:
+    """Time K = ``models`` runs of ``epochs`` epochs three ways; speed-ups of the vmapped sweep.
+
+    With ``peak_gflops`` (the measured matmul peak) it adds the compute bound: a vmapped sweep can at
+    best do the K·steps train steps at the peak, so it can be at most ``(time per step of the other
+    mode) / (FLOPs per step / peak)`` times faster than a mode that runs one model's step at a time.
+    """
     train, _ = fn.data.mnist1d()
     steps = epochs * (train.x.shape[0] // batch)
+    flops = _step_flops(_dense_macs(batch, list(DIMS)))
     row: dict[str, Any] = {
         "models": models,
         "model": "MLP " + "-".join(map(str, DIMS)) + " ReLU, softmax CE, SGD lr 0.1",
         "batch": batch,
         "epochs": epochs,
         "steps_per_model": steps,
+        "flops_per_step": flops,
     }
     row.update(_jax_runs(train, models, epochs, batch))
     try:
@@ -136,8 +144,16 @@ def bench_sweep(*, models: int, epochs: int, batch: int = 100) -> dict:
             torch_threads=best["threads"],
             torch_eager_final_loss=best["final_loss"],
         )
-    row["vmapped_model_steps_per_s"] = models * steps / row["vmapped_s"]
+    total = models * steps
+    row["vmapped_model_steps_per_s"] = total / row["vmapped_s"]
+    row["vmapped_gflops"] = total * flops / row["vmapped_s"] / 1e9
     row["speedup_vs_jit_loop"] = row["jit_loop_s"] / row["vmapped_s"]
     if "torch_eager_s" in row:
         row["speedup_vs_torch_eager"] = row["torch_eager_s"] / row["vmapped_s"]
+    if peak_gflops:
+        row["vmapped_peak_fraction"] = row["vmapped_gflops"] / peak_gflops
+        best_step = flops / (peak_gflops * 1e9)  # seconds per model-step at the measured matmul peak
+        row["bound_speedup_vs_jit_loop"] = row["jit_loop_s"] / total / best_step
+        if "torch_eager_s" in row:
+            row["bound_speedup_vs_torch_eager"] = row["torch_eager_s"] / total / best_step
     return row

@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     result["entries"] = rows
     if "sweep" in chosen:
         say(f"sweep: {models} MNIST-1D MLPs x {epochs} epochs, vmapped vs loop of jitted runs vs PyTorch eager ...")
-        result["sweep"] = _bench_sweep.bench_sweep(models=models, epochs=epochs)
+        result["sweep"] = _bench_sweep.bench_sweep(
+            models=models, epochs=epochs, peak_gflops=result["matmul_peak"]["gflops"]
+        )
         if "torch_skipped" in result["sweep"]:
             say(result["sweep"]["torch_skipped"])
         if not args.json:
