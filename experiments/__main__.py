@@ -24,6 +24,7 @@ from typing import Sequence
 from experiments import EXPERIMENTS
 from experiments._common import atomic_write_json, run_metadata, to_jsonable
 from experiments._report import write_report
+from fnnet._io import remove_stale_temporaries
 
 DONE = "done.json"
 
@@ -72,8 +73,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
             status["skipped"] = True
             return status
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by a run killed mid-write; never a finished file
-        stale.unlink()
+    remove_stale_temporaries(out_dir)  # left by a run killed mid-write; never a finished file
     t0 = time.perf_counter()
     result = module.run(config, out_dir)
     seconds = time.perf_counter() - t0

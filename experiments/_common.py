@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from fnnet._io import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,19 +103,7 @@ def to_jsonable(obj: Any) -> Any:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

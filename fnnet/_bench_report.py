@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jax
 
+from fnnet._io import atomic_write
+
 LARGE_MLP = "mlp_784-1024-1024-10_b256"
 TARGETS = {
     "geomean_ratio": 1.00,  # manual ÷ autodiff step time, geometric mean over the set
@@ -279,8 +281,6 @@ def write(result: dict, out: Path, stem: str) -> list[Path]:
     paths = []
     for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", markdown(result))):
         path = out / (stem + suffix)
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text.encode())
         paths.append(path)
     return paths

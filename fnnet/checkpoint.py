@@ -13,7 +13,6 @@ rerun ends with the same numbers as one never interrupted. Written with a tempor
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 import optax
 
+from fnnet._io import atomic_write
 from fnnet.train import TrainResult, TrainState, init_state
 
 __all__ = ["load", "save"]
@@ -40,16 +40,7 @@ def save(path: str | os.PathLike, result: TrainResult, fingerprint: str = "") ->
     arrays["meta_fingerprint"] = np.asarray(fingerprint)
     arrays["meta_steps_per_epoch"] = np.asarray(result.steps_per_epoch)
     arrays["meta_wall_time"] = np.asarray(result.wall_time)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load(

@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fnnet._io import atomic_write, remove_stale_temporaries
 
 DATASETS = ("mnist1d", "mnist", "fashion_mnist", "spirals", "xor")
 GRADS = ("manual", "autodiff", "custom_vjp")
@@ -142,19 +142,6 @@ def _config(args) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -205,6 +192,8 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else None
     ckpt = out / "checkpoint.npz" if out else None
     resume = None
+    if out is not None:
+        remove_stale_temporaries(out)  # a run killed mid-write leaves one; finished files are never .tmp
     if ckpt is not None and ckpt.exists() and not args.no_resume:
         resume = checkpoint.load(ckpt, params, opt, k_train, _fingerprint(config))
         if resume is not None:
@@ -250,7 +239,7 @@ def _run(args) -> int:
             "devices": jax.device_count(),
             "versions": {"fnnet": fn.__version__, "jax": jax.__version__, "python": platform.python_version()},
         }
-        _atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=1).encode()))
+        atomic_write(out / "metrics.json", json.dumps(metrics, indent=1).encode())
         print(f"wrote {out / 'metrics.json'}")
     return 0
 

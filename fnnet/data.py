@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.core import Array, Layer, Params
+from fnnet._io import atomic_write
+from fnnet.core import Array, Layer, Params, is_concrete, is_int
 from fnnet.datafiles import DataFileError, fashion_mnist, load_idx, load_npz, mnist
 
 __all__ = [
@@ -66,11 +66,23 @@ def validate(ds: Any, name: str = "dataset", num_classes: int | None = None) -> 
 
     Checks: a pair ``(x, y)``; at least one example; the same N; float inputs without NaN/Inf;
     integer labels ``(N,)`` in ``[0, num_classes)`` (when given, and never negative) or finite float
-    targets.
+    targets. Integer (or bool) inputs are refused, not cast: every layer computes in floats, and an
+    integer ``x`` is most often a mix-up (labels or raw pixels passed as inputs); convert explicitly,
+    e.g. ``x.astype(np.float32) / 255``. Nested lists are read as NumPy arrays.
     """
     if not (isinstance(ds, tuple) and len(ds) == 2):
         raise ValueError(f"{name} must be a pair (x, y) such as fnnet.data.Dataset, got {type(ds).__name__}")
-    x, y = ds
+    arrays = []
+    for what, a in (("inputs x", ds[0]), ("targets y", ds[1])):
+        if not hasattr(a, "dtype"):
+            try:
+                a = np.asarray(a)
+            except ValueError as e:
+                raise ValueError(f"{name}: its {what} cannot be read as one array ({e})") from None
+        if np.dtype(a.dtype).kind in "OSUVMm" and not jnp.issubdtype(a.dtype, jnp.floating):
+            raise ValueError(f"{name} needs numeric {what}, got an array of dtype {a.dtype}")
+        arrays.append(a)
+    x, y = arrays
     xs, ys = np.shape(x), np.shape(y)
     if len(xs) < 1 or len(ys) < 1:
         raise ValueError(f"{name} needs a batch axis on x and y, got shapes {xs} and {ys}")
@@ -110,16 +122,7 @@ def cache_dir() -> Path:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
@@ -155,6 +158,16 @@ def mnist1d(
     References:
       Greydanus 2020, "Scaling down deep learning" (arXiv:2011.14439), table 1.
     """
+    _check_count("mnist1d", "num_samples", num_samples, 2)
+    if not is_int(seed):
+        raise ValueError(f"mnist1d needs an integer seed, got {seed!r}")
+    if isinstance(train_split, bool) or not isinstance(train_split, (int, float, np.floating)):
+        raise ValueError(f"mnist1d needs train_split to be a fraction in (0, 1), got {train_split!r}")
+    if not 1 <= int(num_samples * train_split) <= num_samples - 1:
+        raise ValueError(
+            f"mnist1d needs train_split in (0, 1) leaving at least one train and one test example, got "
+            f"train_split={train_split!r} for num_samples={num_samples}"
+        )
     args = {"num_samples": int(num_samples), "train_split": float(train_split), "seed": int(seed)}
     tag = hashlib.sha1(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
     path = None if cache is False else Path(cache or cache_dir()) / f"mnist1d-{tag}.npz"
@@ -178,6 +191,12 @@ def mnist1d(
 # synthetic sets
 
 
+def _check_count(name: str, arg: str, value: Any, least: int = 1) -> int:
+    if not is_int(value) or value < least:
+        raise ValueError(f"{name} needs {arg} to be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
 def xor(key: Array | None = None, n: int | None = None, noise: float = 0.0) -> Dataset:
     """XOR: the four corners of {0,1}² with labels x₁ ⊕ x₂ (int32).
 
@@ -187,6 +206,8 @@ def xor(key: Array | None = None, n: int | None = None, noise: float = 0.0) -> D
     corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     if key is None:
         return Dataset(jnp.asarray(corners), jnp.array([0, 1, 1, 0], jnp.int32))
+    if n is not None:
+        _check_count("xor", "n", n)
     k_pick, k_noise = jax.random.split(key)
     idx = jax.random.randint(k_pick, (n or 4,), 0, 4)
     x = jnp.asarray(corners)[idx] + noise * jax.random.normal(k_noise, (n or 4, 2))
@@ -203,7 +224,9 @@ def linearly_separable(key: Array, n: int, dim: int = 2, margin: float = 0.1) ->
     References:
       Novikoff 1962, "On convergence proofs for perceptrons".
     """
-    if margin < 0:
+    _check_count("linearly_separable", "n", n)
+    _check_count("linearly_separable", "dim", dim)
+    if not margin >= 0:
         raise ValueError(f"linearly_separable needs margin >= 0, got {margin}")
     k_w, k_x = jax.random.split(key)
     w = jax.random.normal(k_w, (dim,))
@@ -224,6 +247,7 @@ def two_spirals(key: Array, n: int, noise: float = 0.0, turns: float = 1.5) -> D
     References:
       Lang & Witbrock 1988, "Learning to tell two spirals apart".
     """
+    _check_count("two_spirals", "n", n, 2)
     k_t, k_noise = jax.random.split(key)
     half = n // 2
     t = jnp.sqrt(jax.random.uniform(k_t, (half,), minval=1e-3, maxval=1.0))
@@ -245,6 +269,8 @@ def teacher_student(
     References:
       Gardner & Derrida 1989; Saad & Solla 1995, "On-line learning in soft committee machines".
     """
+    _check_count("teacher_student", "n", n)
+    _check_count("teacher_student", "in_dim", in_dim)
     k_init, k_x, k_noise = jax.random.split(key, 3)
     if teacher_params is None:
         _, teacher_params = teacher.init(k_init, (in_dim,))
@@ -269,6 +295,7 @@ def target_1d(name: str, n: int = 256, key: Array | None = None, noise: float = 
     """
     if name not in TARGETS_1D:
         raise ValueError(f"unknown 1-D target {name!r}; choose one of {', '.join(TARGETS_1D)}")
+    _check_count("target_1d", "n", n)
     if key is None:
         x = jnp.linspace(-jnp.pi, jnp.pi, n)[:, None]
         return Dataset(x, TARGETS_1D[name](x))
@@ -296,9 +323,19 @@ def standardize(x: Any, mean: Any = None, std: Any = None, *, eps: float = 1e-8)
 
 def one_hot(labels: Any, num_classes: int, dtype: Any = jnp.float32) -> Array:
     """(N,) integer labels -> (N, C) rows with a single 1 at the label."""
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"one_hot needs integer labels, got {labels.dtype}")
+    if not is_int(num_classes) or num_classes < 1:
+        raise ValueError(f"one_hot needs num_classes to be an integer >= 1, got {num_classes!r}")
+    if is_concrete(labels):
+        labels = np.asarray(labels)  # values are checked below; traced labels pass unchecked
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise ValueError(f"one_hot needs integer labels, got {jnp.result_type(labels)}")
+    if is_concrete(labels) and np.size(labels):
+        lo, hi = int(np.min(labels)), int(np.max(labels))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"one_hot got label {lo if lo < 0 else hi}, out of range for {num_classes} classes "
+                f"(labels must lie in [0, {num_classes - 1}])"
+            )
     return jax.nn.one_hot(labels, num_classes, dtype=dtype)
 
 
@@ -308,8 +345,8 @@ def batches(ds: Dataset, batch_size: int, key: Array | None = None, drop_remaind
     :func:`fnnet.train` does not use it: it batches inside its compiled epoch.
     """
     n = int(np.shape(ds.x)[0])
-    if not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be in [1, {n}] for {n} examples, got {batch_size}")
+    if not is_int(batch_size) or not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be an integer in [1, {n}] for {n} examples, got {batch_size!r}")
     order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
     stop = n - n % batch_size if drop_remainder else n
     for i in range(0, stop, batch_size):
