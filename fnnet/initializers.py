@@ -159,15 +159,15 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
             raise ValueError(f"orthogonal needs a shape of rank >= 2, got {shape}")
         n_cols = shape[column_axis]
         n_rows = int(np.prod(shape)) // n_cols
-        a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
+        # QR runs in at least float32: LAPACK (CPU) has no half-precision kernels.
+        qr_dtype = jnp.promote_types(dtype, jnp.float32)
+        a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), qr_dtype)
         q, r = jnp.linalg.qr(a)
         q = q * jnp.sign(jnp.diagonal(r))[None, :]
         if n_rows < n_cols:
             q = q.T
         q = jnp.reshape(q, (n_rows, n_cols))
-        q = jnp.moveaxis(
-            jnp.reshape(q, tuple(np.delete(shape, column_axis % len(shape))) + (n_cols,)), -1, column_axis
-        )
+        q = jnp.moveaxis(jnp.reshape(q, tuple(np.delete(shape, column_axis % len(shape))) + (n_cols,)), -1, column_axis)
         return (scale * q).astype(dtype)
 
     return init
