@@ -96,7 +96,9 @@ def test_symmetry_tiny(tiny):
     _, result, _ = tiny("symmetry")
     for c in _claims(result, "never breaks symmetry"):
         assert c.holds
-        assert c.measured["max_unit_column_difference"] == 0.0  # the units are bit-identical
+        # Equal in exact arithmetic; a CPU matmul kernel may round the edge columns of a tile differently,
+        # so the float32 columns agree to rounding level (1e-8 seen), not always bit for bit.
+        assert c.measured["max_unit_column_difference"] < 1e-6
     assert all(c.holds for c in _claims(result, "breaks symmetry: W₁ has full rank"))
 
 
