@@ -203,13 +203,9 @@ def gradcheck(
             f"grad_fn returned a pytree of structure {s_manual}, but the differentiated argument(s) "
             f"have structure {s_primal}; return one gradient leaf per parameter leaf"
         )
-    for path, g, p in zip(
-        _paths(primal, names), jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(primal)
-    ):
+    for path, g, p in zip(_paths(primal, names), jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(primal)):
         if jnp.shape(g) != jnp.shape(p):
-            raise GradcheckError(
-                f"gradient leaf {path} has shape {jnp.shape(g)}, its parameter {jnp.shape(p)}"
-            )
+            raise GradcheckError(f"gradient leaf {path} has shape {jnp.shape(g)}, its parameter {jnp.shape(p)}")
 
     use64 = x64_available()
     fd_tol = tol if use64 else FD_FLOAT32
@@ -241,9 +237,7 @@ def gradcheck(
             dirs = _fd_directions(keys[i], p.size, max_fd_elements, n_directions)
             v = jnp.asarray(dirs.reshape((-1,) + p.shape), fd_dtype)
             central = jax.jit(
-                jax.vmap(
-                    lambda d, i=i, p=p: (f_of_leaf(i, p + eps * d) - f_of_leaf(i, p - eps * d)) / (2 * eps)
-                )
+                jax.vmap(lambda d, i=i, p=p: (f_of_leaf(i, p + eps * d) - f_of_leaf(i, p - eps * d)) / (2 * eps))
             )
             fd = np.asarray(central(v), np.float64)
             proj = dirs @ m_leaves[i].ravel()
@@ -336,9 +330,7 @@ def check_layer(
         ref_fn, grad_fn, params, x, argnums=(0, 1), tolerance=tolerance, key=k_fd, arg_names=("params", "x")
     )
 
-    t = jax.tree_util.tree_map(
-        lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), (params, x)
-    )
+    t = jax.tree_util.tree_map(lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), (params, x))
     _, jt = jax.jvp(apply, (params, x), t)
     lhs = _vdot(jt, c)
     rhs = _vdot(t, grad_fn(params, x))
