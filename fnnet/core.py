@@ -56,7 +56,10 @@ __all__ = [
     "check_dtype_match",
     "check_float",
     "check_input",
+    "check_param_dtype",
+    "check_real",
     "is_concrete",
+    "is_int",
     "prod",
     "shape_str",
     "shape_token",
@@ -98,6 +101,21 @@ def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def is_int(v: Any) -> bool:
+    """True for a Python or NumPy integer that is not a bool (``3`` and ``np.int64(3)``, not ``True``)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_real(name: str, arg: str, value: Any) -> float:
+    """``value`` as a float if it is a real number (Python or NumPy, not a bool); else ``TypeError``.
+
+    Only the type is checked here (NaN and Inf pass); callers check the range, naming ``arg``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} needs {arg} to be a real number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
 def check_float(name: str, x: Any, what: str = "input") -> None:
     """Raise :class:`DTypeError` unless ``x`` is a floating-point array."""
     dtype = jnp.result_type(x)
@@ -105,6 +123,16 @@ def check_float(name: str, x: Any, what: str = "input") -> None:
         raise DTypeError(
             f"{name} needs a floating-point {what}, got dtype {dtype}; convert it first, e.g. x.astype(jnp.float32)"
         )
+
+
+def check_param_dtype(name: str, dtype: Any) -> None:
+    """Raise :class:`DTypeError` unless ``dtype`` (given to ``init``) is a floating-point dtype."""
+    try:
+        d = jnp.dtype(dtype)
+    except TypeError:
+        raise DTypeError(f"{name} init needs a floating-point dtype such as jnp.float32, got {dtype!r}") from None
+    if not jnp.issubdtype(d, jnp.floating):
+        raise DTypeError(f"{name} init needs a floating-point dtype for its parameters, got {d}")
 
 
 def check_input(name: str, x: Any, expected: tuple, *, leading: str = "batch") -> None:

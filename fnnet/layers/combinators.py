@@ -31,6 +31,13 @@ def serial(*layers: Layer) -> Layer:
                 f"and call constructors (fn.Relu(), not fn.Relu)"
             )
 
+    def check_params(params: Any, what: str = "params") -> None:
+        if not isinstance(params, (tuple, list)) or len(params) != len(layers):
+            got = f"{len(params)} entries" if isinstance(params, (tuple, list)) else type(params).__name__
+            raise ValueError(
+                f"serial of {len(layers)} layers needs {what} with one entry per layer (as its init returns), got {got}"
+            )
+
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         params = []
         shape = tuple(in_shape)
@@ -40,6 +47,7 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params)
 
     def forward(params, x: Array, *, key=None, train=True):
+        check_params(params)
         caches = []
         for layer, p, k in zip(layers, params, _split(key, len(layers))):
             x, c = layer.forward(p, x, key=k, train=train)
@@ -47,6 +55,8 @@ def serial(*layers: Layer) -> Layer:
         return x, tuple(caches)
 
     def backward(params, caches, dy: Array):
+        check_params(params)
+        check_params(caches, "caches")
         grads = [None] * len(layers)
         for i in reversed(range(len(layers))):
             grads[i], dy = layers[i].backward(params[i], caches[i], dy)

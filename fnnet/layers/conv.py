@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet import initializers
-from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, shape_str
+from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, check_param_dtype, is_int, shape_str
 
 Pair = tuple[int, int]
 Padding = str | int | Pair | tuple[Pair, Pair]
@@ -42,7 +42,7 @@ _DN = ("NHWC", "HWIO", "NHWC")  # the layout of inputs, kernels and outputs
 def as_pair(name: str, what: str, v: Any, minimum: int = 1) -> Pair:
     """An int or a pair of ints, each >= minimum, as a pair."""
     vs = (v, v) if not isinstance(v, (tuple, list)) else tuple(v)
-    if len(vs) != 2 or any(not isinstance(e, int) or isinstance(e, bool) or e < minimum for e in vs):
+    if len(vs) != 2 or any(not is_int(e) or e < minimum for e in vs):
         raise ValueError(f"{name} needs {what} to be an int >= {minimum} or a pair of them, got {v!r}")
     return int(vs[0]), int(vs[1])
 
@@ -101,8 +101,9 @@ def Conv2D(
     Backward (module docstring for indices): dW = x ⋆ dy (correlation, dy dilated by the stride),
     dx = dy (dilated by the stride, fully padded) ⊛ flip(W)ᵀ, db = Σ_{b, i, j} dy.
     """
-    if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels <= 0:
+    if not is_int(out_channels) or out_channels <= 0:
         raise ValueError(f"Conv2D needs a positive integer out_channels, got {out_channels!r}")
+    out_channels = int(out_channels)
     name = f"Conv2D({out_channels})"
     kernel = as_pair(name, "kernel_size", kernel_size)
     strides = as_pair(name, "stride", stride)
@@ -124,6 +125,7 @@ def Conv2D(
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         if len(in_shape) != 3:
             raise ShapeError(f"{name} needs input shape (height, width, channels), got {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
         _, outs = geometry(tuple(in_shape[:2]))
         k_w, k_b = jax.random.split(key)
         params = {"W": w_init(k_w, kernel + (in_shape[2], out_channels), dtype)}

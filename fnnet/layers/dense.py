@@ -15,6 +15,8 @@ from fnnet.core import (
     ShapeError,
     check_dtype_match,
     check_input,
+    check_param_dtype,
+    is_int,
     prod,
     shape_str,
     shape_token,
@@ -36,8 +38,9 @@ def Dense(
     Backward, with X and dY flattened to rows (n, d_in) and (n, out_dim):
         dW = Xᵀ dY,   db = Σ_rows dY,   dx = dY Wᵀ.
     """
-    if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim <= 0:
+    if not is_int(out_dim) or out_dim <= 0:
         raise ValueError(f"Dense needs a positive integer out_dim, got {out_dim!r}")
+    out_dim = int(out_dim)
     w_init = w_init or initializers.glorot_normal()
     b_init = b_init or initializers.zeros()
     name = f"Dense({out_dim})"
@@ -45,6 +48,7 @@ def Dense(
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         if len(in_shape) < 1:
             raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
         k_w, k_b = jax.random.split(key)
         d_in = in_shape[-1]
         params = {"W": w_init(k_w, (d_in, out_dim), dtype)}

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnnet.core import Array, Layer, check_float
 
@@ -31,7 +32,8 @@ def Dropout(rate: float) -> Layer:
 
     Backward reuses the mask: dx = m ⊙ dy / (1 − rate) in training, dx = dy in evaluation.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    real = not isinstance(rate, (bool, np.bool_)) and isinstance(rate, (int, float, np.integer, np.floating))
+    if not real or not 0 <= rate < 1:  # also refuses NaN
         raise ValueError(
             f"Dropout needs a drop rate in [0, 1), got {rate!r}; rate is the probability of dropping a "
             f"unit (stax's Dropout takes the keep probability instead)"

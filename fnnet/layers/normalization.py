@@ -17,12 +17,23 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, shape_str
+from fnnet.core import (
+    Array,
+    Layer,
+    ShapeError,
+    check_dtype_match,
+    check_input,
+    check_param_dtype,
+    check_real,
+    shape_str,
+)
 
 
-def _check_eps(name: str, eps: float) -> None:
-    if not eps > 0:
-        raise ValueError(f"{name} needs eps > 0, got {eps}")
+def _check_eps(name: str, eps: float) -> float:
+    v = check_real(name, "eps", eps)
+    if not 0 < v < float("inf"):
+        raise ValueError(f"{name} needs eps > 0 (and finite), got {eps}")
+    return v
 
 
 def _row(v: Array, ndim: int) -> Array:
@@ -79,15 +90,16 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     References: Ioffe & Szegedy 2015, Algorithm 1-2 (training and inference); PyTorch's
     ``BatchNorm`` docs (unbiased running variance).
     """
-    if not 0 <= momentum < 1:
+    if not 0 <= check_real("BatchNorm", "momentum", momentum) < 1:
         raise ValueError(f"BatchNorm needs 0 <= momentum < 1, got {momentum}")
-    _check_eps("BatchNorm", eps)
+    eps = _check_eps("BatchNorm", eps)
     name = "BatchNorm()"
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         del key
         if len(in_shape) < 1:
             raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
         c = in_shape[-1]
         params = {
             "gamma": jnp.ones((c,), dtype),
@@ -163,13 +175,14 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
 
     Reference: Ba, Kiros & Hinton 2016, eq. 4.
     """
-    _check_eps("LayerNorm", eps)
+    eps = _check_eps("LayerNorm", eps)
     name = "LayerNorm()"
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         del key
         if len(in_shape) < 1:
             raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
         d = in_shape[-1]
         params = {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)} if use_affine else ()
         return tuple(in_shape), params

@@ -22,10 +22,21 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from fnnet import activations, initializers
-from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_float, shape_str
+from fnnet.core import (
+    Array,
+    Layer,
+    ShapeError,
+    check_dtype_match,
+    check_float,
+    check_param_dtype,
+    check_real,
+    is_int,
+    shape_str,
+)
 
 _ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu", "gelu", "swish", "silu", "softplus", "identity")
 
@@ -54,7 +65,8 @@ def _check_sequence(name: str, x: Any, W: Array) -> None:
     check_dtype_match(name, x, W)
 
 
-def _init_shapes(name: str, in_shape: tuple[int, ...]) -> tuple[int, int]:
+def _init_shapes(name: str, in_shape: tuple[int, ...], dtype: Any) -> tuple[int, int]:
+    check_param_dtype(name, dtype)
     if len(in_shape) != 2:
         raise ShapeError(f"{name} needs input shape (time, features), got {shape_str(in_shape)}")
     return int(in_shape[0]), int(in_shape[1])
@@ -114,8 +126,9 @@ def RNN(
         dW = Σ_t x_tᵀ da_t,   dU = Σ_t h_{t−1}ᵀ da_t,   db = Σ_t Σ_batch da_t,
     with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy).
     """
-    if not isinstance(hidden_dim, int) or isinstance(hidden_dim, bool) or hidden_dim <= 0:
+    if not is_int(hidden_dim) or hidden_dim <= 0:
         raise ValueError(f"RNN needs a positive integer hidden_dim, got {hidden_dim!r}")
+    hidden_dim = int(hidden_dim)
     name = f"RNN({hidden_dim})"
     act_fwd, act_bwd = _activation(name, activation)
     w_init = w_init or initializers.glorot_uniform()
@@ -123,7 +136,7 @@ def RNN(
     b_init = b_init or initializers.zeros()
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
-        T, d_in = _init_shapes(name, in_shape)
+        T, d_in = _init_shapes(name, in_shape, dtype)
         k_w, k_u, k_b = jax.random.split(key, 3)
         params = {
             "W": w_init(k_w, (d_in, hidden_dim), dtype),
@@ -219,15 +232,18 @@ def LSTM(
         δh ← dz Uᵀ,   δc ← g_c ⊙ f,   dx_t = dz Wᵀ,
         dW = Σ_t x_tᵀ dz_t,   dU = Σ_t h_{t−1}ᵀ dz_t,   db = Σ_t Σ_batch dz_t.
     """
-    if not isinstance(hidden_dim, int) or isinstance(hidden_dim, bool) or hidden_dim <= 0:
+    if not is_int(hidden_dim) or hidden_dim <= 0:
         raise ValueError(f"LSTM needs a positive integer hidden_dim, got {hidden_dim!r}")
+    hidden_dim = int(hidden_dim)
+    if not np.isfinite(check_real("LSTM", "forget_bias", forget_bias)):
+        raise ValueError(f"LSTM needs a finite forget_bias, got {forget_bias!r}")
     name = f"LSTM({hidden_dim})"
     H = hidden_dim
     w_init = w_init or initializers.glorot_uniform()
     u_init = u_init or initializers.orthogonal()
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
-        T, d_in = _init_shapes(name, in_shape)
+        T, d_in = _init_shapes(name, in_shape, dtype)
         k_w, k_u = jax.random.split(key)
         b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(forget_bias)
         params = {"W": w_init(k_w, (d_in, 4 * H), dtype), "U": u_init(k_u, (H, 4 * H), dtype), "b": b}
