@@ -16,7 +16,8 @@ sgd(0.1, momentum=0.9))``.
 
 The learning rate may be a Python float, a JAX scalar — also a *traced* one, which is how
 :func:`fnnet.sweep` trains K learning rates in one vmapped program — or an optax schedule
-``count -> lr``. A non-positive concrete learning rate is rejected with a ``ValueError``.
+``count -> lr``. A concrete learning rate that is not positive and finite (0, negative, NaN, Inf) is
+rejected with a ``ValueError``, one that is not a real number (a string, a bool) with a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def _check_positive(name: str, what: str, value: Any, *, allow_zero: bool = Fals
     if callable(value) or not is_concrete(value):
         return
     v = np.asarray(value)
+    if v.dtype == bool or not (np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.floating)):
+        raise TypeError(f"{name} needs {what} that is a real number, got {value!r} ({type(value).__name__})")
     if v.ndim != 0:
         raise ValueError(f"{name} needs a scalar {what}, got an array of shape {tuple(v.shape)}")
     bad = not bool(v >= 0) if allow_zero else not bool(v > 0)  # also catches NaN
-    if bad:
+    if bad or not np.isfinite(v):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} needs {what} {bound}, got {float(v)}")
+        raise ValueError(f"{name} needs {what} {bound} (and finite), got {float(v)}")
 
 
 def global_norm(tree: Any) -> Array:
