@@ -36,6 +36,7 @@ from fnnet.train import (
     TrainResult,
     TrainState,
     accuracy_fn,
+    check_labels,
     check_options,
     init_state,
     jit_sweep_epoch,
@@ -121,7 +122,10 @@ def sweep(
       (``result.diverged[k]``) while the others go on; the loop stops once all have diverged.
     """
     K = _num_models(params)
-    data, test_data = check_options(data, test_data, batch_size, epochs, record, grad)
+    data, test_data = check_options(
+        data, test_data, batch_size, epochs, record, grad, eval_batch_size=eval_batch_size, resume=resume
+    )
+    check_labels(layer, loss, params, {"data": data, "test_data": test_data}, stacked=True)
     if learning_rates is None:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError("without learning_rates, optimizer must be a GradientTransformation")
@@ -129,10 +133,21 @@ def sweep(
     else:
         if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
             raise TypeError("with learning_rates, optimizer must be a factory lr -> GradientTransformation")
-        lrs = np.broadcast_to(np.asarray(learning_rates, np.float32), (K,))
+        lrs = np.asarray(learning_rates)
+        if lrs.dtype == bool or not (np.issubdtype(lrs.dtype, np.integer) or np.issubdtype(lrs.dtype, np.floating)):
+            raise TypeError(f"sweep needs numeric learning_rates, got {learning_rates!r}")
+        if lrs.shape not in ((), (K,)):
+            raise ValueError(
+                f"sweep needs learning_rates as one value or {K} values (one per model), got shape {lrs.shape}"
+            )
+        lrs = np.broadcast_to(lrs.astype(np.float64), (K,))
         for lr in lrs:
             optimizer(float(lr))  # validates every value (e.g. a non-positive rate) before compiling
-        factory, lrs = optimizer, jnp.asarray(lrs)
+        with np.errstate(over="ignore"):
+            lrs32 = lrs.astype(np.float32)
+        if not np.all(np.isfinite(lrs32)):
+            raise ValueError(f"sweep's learning_rates must fit in float32, got {lrs[~np.isfinite(lrs32)][0]}")
+        factory, lrs = optimizer, jnp.asarray(lrs32)
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
     if keys.ndim == 0:
         keys = jnp.stack([keys] * K)

@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from fnnet.core import Array, Layer, Loss, Params
+from fnnet.core import Array, Layer, Loss, Params, is_int
 from fnnet.data import Dataset, validate
 from fnnet.grad import GRAD_SOURCES
 from fnnet.metrics import accuracy_fn, evaluate, layer_norms, make_eval, param_layers
@@ -218,21 +218,70 @@ def jit_sweep_epoch(spec: EpochSpec, lr_axis: int | None, state, data, test_data
     return jax.vmap(functools.partial(_epoch, spec), in_axes=(0, None, None, lr_axis))(state, data, test_data, lr)
 
 
-def check_options(data: Any, test_data: Any, batch_size: Any, epochs: Any, record: str, grad: str):
-    """Validate the shared options of :func:`train` and :func:`fnnet.sweep`; returns the datasets."""
+def check_options(
+    data: Any,
+    test_data: Any,
+    batch_size: Any,
+    epochs: Any,
+    record: str,
+    grad: str,
+    *,
+    eval_batch_size: Any = None,
+    resume: Any = None,
+):
+    """Validate the shared options of :func:`train` and :func:`fnnet.sweep`; returns the datasets.
+
+    ``epochs`` is the total: at least 1 for a fresh run, at least 0 when resuming (a resumed run that
+    has already reached ``epochs`` returns its result unchanged).
+    """
     data = validate(data, "data")
     test_data = None if test_data is None else validate(test_data, "test_data")
     n = int(np.shape(data.x)[0])
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= n:
+    if not is_int(batch_size) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be an integer in [1, {n}] (the number of examples), got {batch_size!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+    least = 0 if resume is not None else 1
+    if not is_int(epochs) or epochs < least:
+        raise ValueError(f"epochs must be an integer >= {least}, got {epochs!r}")
+    if eval_batch_size is not None and (not is_int(eval_batch_size) or eval_batch_size < 1):
+        raise ValueError(f"eval_batch_size must be None or an integer >= 1, got {eval_batch_size!r}")
     if record not in RECORDS:
         raise ValueError(f"record must be 'epoch' or 'step', got {record!r}")
     if grad not in GRAD_SOURCES:
         raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
     as_jax = lambda ds: None if ds is None else Dataset(jnp.asarray(ds.x), jnp.asarray(ds.y))  # noqa: E731
     return as_jax(data), as_jax(test_data)
+
+
+def check_labels(layer: Layer, loss: Loss, params: Params, datasets: dict[str, Any], *, stacked: bool = False):
+    """Integer labels with softmax cross-entropy must lie below the model's number of classes.
+
+    Inside the compiled epoch the labels are traced, so the loss cannot check them there (an
+    out-of-range label would silently count as a zero one-hot row). The number of classes is read
+    from the output shape of the forward, traced once by ``jax.eval_shape`` (nothing is compiled);
+    a data set that does not fit the layer raises the layer's own error here. ``stacked``: params
+    carry a leading model axis (:func:`fnnet.sweep`).
+    """
+    from fnnet.losses import softmax_cross_entropy
+
+    todo = {k: ds for k, ds in datasets.items() if ds is not None and jnp.issubdtype(ds.y.dtype, jnp.integer)}
+    if loss is not softmax_cross_entropy or not todo:
+        return
+    if stacked:
+        params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), params)
+    x = next(iter(todo.values())).x
+    out = jax.eval_shape(
+        lambda p, x: layer.forward(p, x, key=None, train=False)[0], params, jax.ShapeDtypeStruct(x.shape, x.dtype)
+    )
+    if len(out.shape) != 2:
+        return  # the loss itself refuses logits of another rank, with its own message
+    classes = int(out.shape[1])
+    for name, ds in todo.items():
+        hi = int(jnp.max(ds.y))
+        if hi >= classes:
+            raise ValueError(
+                f"{name} has label {hi}, but the model has {classes} outputs (classes); softmax_cross_entropy "
+                f"needs labels in [0, {classes - 1}]"
+            )
 
 
 def run_epochs(epoch_fn, state, lr, data, test_data, *, epochs, start, prior, steps, progress, callback, desc):
@@ -312,7 +361,10 @@ def train(
     """
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")
-    data, test_data = check_options(data, test_data, batch_size, epochs, record, grad)
+    data, test_data = check_options(
+        data, test_data, batch_size, epochs, record, grad, eval_batch_size=eval_batch_size, resume=resume
+    )
+    check_labels(layer, loss, params, {"data": data, "test_data": test_data})
     n = int(data.x.shape[0])
     sharding = None
     if mesh is not None:
