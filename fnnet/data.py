@@ -163,7 +163,7 @@ def mnist1d(
         raise ValueError(f"mnist1d needs an integer seed, got {seed!r}")
     if isinstance(train_split, bool) or not isinstance(train_split, (int, float, np.floating)):
         raise ValueError(f"mnist1d needs train_split to be a fraction in (0, 1), got {train_split!r}")
-    if not 1 <= int(num_samples * train_split) <= num_samples - 1:
+    if not (0 < train_split < 1 and 1 <= int(num_samples * train_split) <= num_samples - 1):
         raise ValueError(
             f"mnist1d needs train_split in (0, 1) leaving at least one train and one test example, got "
             f"train_split={train_split!r} for num_samples={num_samples}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -80,21 +81,55 @@ def load_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+_NO_PICKLE = "fnnet reads data files with allow_pickle=False and never unpickles them"
+
+
 def load_npz(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Read the named arrays from an ``.npz`` with ``allow_pickle=False``."""
+    """Read the named arrays from an ``.npz`` with ``allow_pickle=False``.
+
+    Raises :class:`DataFileError` (naming the path) for a missing, truncated or corrupt file, a file
+    that is a pickle rather than an ``.npz``, an array stored as Python objects (which only pickle
+    could read), or missing arrays.
+    """
     path = Path(path)
     if not path.exists():
         raise DataFileError(f"data file not found: {path}")
+    if not path.is_file():
+        raise DataFileError(f"{path} is not a file; give the .npz file or the folder that holds it")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataFileError(f"{path} holds a single array (.npy), not an .npz archive of named arrays")
+        with f:
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise DataFileError(f"{path} lacks the arrays {missing}; it holds {sorted(f.files)}")
-            return {k: f[k] for k in keys}
+            out = {}
+            for k in keys:
+                try:
+                    out[k] = f[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise DataFileError(
+                        f"{path} stores array {k!r} as Python objects (pickled), not numbers; {_NO_PICKLE}. "
+                        f"Save plain numeric arrays, e.g. np.savez(path, {k}=np.asarray(a, np.uint8))"
+                    ) from None
+                if not isinstance(out[k], np.ndarray):  # NpzFile hands back raw bytes for a non-.npy member
+                    raise DataFileError(f"{path} holds {k!r}, but not as a NumPy array (.npy) inside the .npz")
+            return out
     except DataFileError:
         raise
-    except (OSError, ValueError, EOFError, zlib.error) as e:
+    except ValueError as e:
+        if "pickled" in str(e) or "allow_pickle" in str(e):
+            raise DataFileError(f"{path} is a pickle, not an .npz file; {_NO_PICKLE}") from None
         raise DataFileError(f"{path} is not a readable .npz file ({e}); download it again") from None
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
+        # NotImplementedError/RuntimeError: zipfile reading a damaged header (unknown compression or
+        # version, a spurious encryption flag)
+        raise DataFileError(
+            f"{path} is truncated or corrupt, not a readable .npz file ({e}); download it again"
+        ) from None
 
 
 def data_dir(name: str) -> Path:
@@ -133,10 +168,20 @@ def _load(name: str, root: Any, split: str, flatten: bool) -> tuple[np.ndarray, 
         if img_path is None or lbl_path is None:
             raise DataFileError(_missing_message(name, root))
         images, labels = load_idx(img_path), load_idx(lbl_path)
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    if images.shape[1:] != (28, 28) or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataFileError(
             f"{name} {split} files hold images {images.shape} and labels {labels.shape}; expected (N, 28, 28) and (N,)"
         )
+    if images.dtype != np.uint8:
+        raise DataFileError(
+            f"{name} {split} images are {images.dtype}; expected uint8 pixels in [0, 255] (as both sources ship "
+            f"them), since fnnet scales them by 1/255"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataFileError(f"{name} {split} labels are {labels.dtype}; expected integer class labels 0-9")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise DataFileError(f"{name} {split} labels hold {int(bad)}; expected class labels 0-9")
     x = images.astype(np.float32) / 255.0
     x = x.reshape(x.shape[0], -1) if flatten else x[..., None]
     return x, labels.astype(np.int32)
