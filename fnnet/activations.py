@@ -22,9 +22,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from fnnet.core import Array, Layer, check_float
+from fnnet.core import Array, Layer, ShapeError, check_float
 
 # ----------------------------------------------------------------------------------------------
 # sigmoid
@@ -262,8 +263,10 @@ def Relu() -> Layer:
 
 
 def LeakyRelu(alpha: float = 0.01) -> Layer:
-    if not alpha >= 0:
-        raise ValueError(f"LeakyRelu needs a slope alpha >= 0, got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"LeakyRelu: alpha must be a real number, got {alpha!r}")
+    if not 0 <= alpha < math.inf:
+        raise ValueError(f"LeakyRelu needs a finite slope alpha >= 0, got {alpha}")
     return _layer(f"LeakyRelu({alpha})", leaky_relu_forward, leaky_relu_backward, alpha=alpha)
 
 
@@ -284,7 +287,25 @@ def Identity() -> Layer:
 
 
 def Softmax(axis: int = -1) -> Layer:
-    return _layer("Softmax()", softmax_forward, softmax_backward, axis=axis)
+    """Softmax over ``axis`` of each example (default the last; the batch axis 0 is refused)."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"Softmax: axis must be an integer, got {axis!r}")
+    layer = _layer("Softmax()", softmax_forward, softmax_backward, axis=int(axis))
+
+    def forward(params, x, *, key=None, train=True):
+        rank = jnp.ndim(x)
+        if not (-rank <= axis < rank) or axis % max(rank, 1) == 0:
+            raise ShapeError(
+                f"Softmax(): axis {axis} must name a non-batch axis of the input; got an input of shape "
+                f"{jnp.shape(x)} (rank {rank})"
+            )
+        if jnp.shape(x)[axis] == 0:
+            raise ShapeError(
+                f"Softmax(): axis {axis} of the input is empty (shape {jnp.shape(x)}); it needs >= 1 entry"
+            )
+        return layer.forward(params, x, key=key, train=train)
+
+    return layer._replace(forward=forward)
 
 
 Silu = Swish

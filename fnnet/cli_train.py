@@ -121,8 +121,8 @@ def _build(args, in_dim: int, classes: int):
         raise UsageError(f"--momentum must be in [0, 1), got {args.momentum}")
     if args.weight_decay < 0 or args.clip < 0:
         raise UsageError("--weight-decay and --clip must be >= 0")
-    if args.epochs < 0:
-        raise UsageError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be a positive number of passes, got {args.epochs}")
     layers = []
     for h in hidden:
         layers += [fn.Dense(h, w_init=init), activations.get(args.activation)]

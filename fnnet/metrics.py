@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.core import Array, Layer, Loss, Params
+from fnnet.core import Array, Layer, Loss, Params, is_int
 from fnnet.data import validate
 from fnnet.optim import global_norm
 
@@ -118,7 +118,12 @@ def evaluate(
     layer: Layer, loss: Loss, params: Params, data: Any, *, accuracy: Any = "auto", batch_size: int | None = None
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode."""
+    from fnnet.train import check_labels  # train imports this module
+
     ds = validate(data, "data")
+    if batch_size is not None and not (is_int(batch_size) and batch_size > 0):
+        raise ValueError(f"evaluate: batch_size must be a positive integer or None, got {batch_size!r}")
+    check_labels(layer, loss, params, {"data": ds})
     acc_fn = accuracy_fn(accuracy, loss, ds.y)
     v, a = jax.jit(make_eval(layer, loss, acc_fn, batch_size))(params, jnp.asarray(ds.x), jnp.asarray(ds.y))
     return float(v), (float(a) if acc_fn else None)

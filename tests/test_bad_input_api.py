@@ -157,14 +157,20 @@ def test_elementwise_forward(which, shape, dtype, train):
     assert y.shape == shape and y.dtype == dtype
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="Softmax (fnnet/activations.py) does not yet check its axis: jnp's own reduction error comes through",
-)
-def test_softmax_over_an_empty_axis():
-    with pytest.raises(fn.ShapeError, match=r"Softmax\(\)"):
+def test_softmax_over_an_empty_or_batch_axis():
+    with pytest.raises(fn.ShapeError, match=r"Softmax\(\): axis -1 of the input is empty"):
         fn.Softmax().forward((), jnp.ones((2, 0)))
+    for axis, shape in [(0, (2, 3)), (2, (2, 3)), (-1, (4,))]:
+        with pytest.raises(fn.ShapeError, match=rf"Softmax\(\): axis {axis} must name a non-batch axis"):
+            fn.Softmax(axis).forward((), jnp.ones(shape))
+    y, _ = fn.Softmax(1).forward((), jnp.zeros((2, 4, 3)))
+    assert np.allclose(np.sum(y, 1), 1.0)
+    with pytest.raises(TypeError, match="Softmax: axis must be an integer"):
+        fn.Softmax("a")
+    with pytest.raises(TypeError, match="LeakyRelu: alpha must be a real number"):
+        fn.LeakyRelu("a")
+    with pytest.raises(ValueError, match="LeakyRelu needs a finite slope"):
+        fn.LeakyRelu(float("nan"))
 
 
 NET = fn.serial(fn.Dense(4), fn.Relu(), fn.Dense(2))

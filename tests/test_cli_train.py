@@ -42,6 +42,7 @@ SMALL = [
         (["--hidden", "8,x"], "--hidden takes comma-separated widths"),
         (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (["--epochs", "many"], "invalid int value: 'many'"),
+        (["--epochs", "0"], "--epochs must be a positive number of passes, got 0"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):

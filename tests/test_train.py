@@ -221,3 +221,12 @@ def test_optax_optimizers_and_chains_plug_in(key):
         net, fn.softmax_cross_entropy, params, ds, optimizer=opt, batch_size=16, epochs=3, key=key, progress=False
     )
     assert res.history["train_loss"][-1] < res.history["train_loss"][0]
+
+
+def test_evaluate_refuses_a_bad_chunk_size_and_labels_beyond_the_outputs(key):
+    net, params, ds = _problem(key, n=50)  # 3 outputs
+    for bad in (0, -4, 2.5):
+        with pytest.raises(ValueError, match="evaluate: batch_size must be a positive integer"):
+            evaluate(net, fn.softmax_cross_entropy, params, ds, batch_size=bad)
+    with pytest.raises(ValueError, match="data has label 3, but the model has 3 outputs"):
+        evaluate(net, fn.softmax_cross_entropy, params, Dataset(ds.x, ds.y.at[0].set(3)))
