@@ -48,7 +48,7 @@ ScalarOrSchedule = float | Array | Callable[[Array], Array]
 chain = optax.chain
 
 
-def _check_positive(name: str, what: str, value: Any, *, allow_zero: bool = False) -> None:
+def _check_positive(name: str, what: str, value: Any, *, allow_zero: bool = False, allow_inf: bool = False) -> None:
     """Reject a concrete scalar that is not (strictly) positive; tracers pass unchecked."""
     if callable(value) or not is_concrete(value):
         return
@@ -58,9 +58,9 @@ def _check_positive(name: str, what: str, value: Any, *, allow_zero: bool = Fals
     if v.ndim != 0:
         raise ValueError(f"{name} needs a scalar {what}, got an array of shape {tuple(v.shape)}")
     bad = not bool(v >= 0) if allow_zero else not bool(v > 0)  # also catches NaN
-    if bad or not np.isfinite(v):
+    if bad or not (np.isfinite(v) or allow_inf):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} needs {what} {bound} (and finite), got {float(v)}")
+        raise ValueError(f"{name} needs {what} {bound}{'' if allow_inf else ' (and finite)'}, got {float(v)}")
 
 
 def global_norm(tree: Any) -> Array:
@@ -137,12 +137,13 @@ def clip_by_global_norm(max_norm: float | Array):
     """g ← g · min(1, c / ‖g‖), with ‖g‖ the norm of all leaves together (:func:`global_norm`).
 
     Gradients with ‖g‖ < c pass unchanged; longer ones are rescaled to length c, direction kept.
+    ``max_norm=inf`` never clips (a sweep over clipping thresholds can include "off").
     Stateless (its state is ``optax.EmptyState()``), as ``optax.clip_by_global_norm``.
 
     References:
       Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural networks", alg. 1.
     """
-    _check_positive("clip_by_global_norm", "a max_norm", max_norm)
+    _check_positive("clip_by_global_norm", "a max_norm", max_norm, allow_inf=True)
 
     def update(grads: Params, state: Any, params: Params | None = None):
         del params

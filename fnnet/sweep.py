@@ -145,8 +145,9 @@ def sweep(
             optimizer(float(lr))  # validates every value (e.g. a non-positive rate) before compiling
         with np.errstate(over="ignore"):
             lrs32 = lrs.astype(np.float32)
-        if not np.all(np.isfinite(lrs32)):
-            raise ValueError(f"sweep's learning_rates must fit in float32, got {lrs[~np.isfinite(lrs32)][0]}")
+        overflow = np.isfinite(lrs) & ~np.isfinite(lrs32)  # inf itself is the factory's to accept or refuse
+        if np.any(overflow):
+            raise ValueError(f"sweep's learning_rates must fit in float32, got {lrs[overflow][0]}")
         factory, lrs = optimizer, jnp.asarray(lrs32)
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
     if keys.ndim == 0:

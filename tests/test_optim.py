@@ -77,6 +77,11 @@ def test_clip_by_global_norm_matches_optax(key):
         jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), ours, theirs)
     clipped, _ = optim.clip_by_global_norm(0.5).update(g, optax.EmptyState())
     np.testing.assert_allclose(optim.global_norm(clipped), 0.5, rtol=1e-6)
+    same, _ = optim.clip_by_global_norm(float("inf")).update(g, optax.EmptyState())  # inf: clipping off
+    jax.tree_util.tree_map(np.testing.assert_array_equal, same, g)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="clip_by_global_norm needs a max_norm > 0"):
+            optim.clip_by_global_norm(bad)
 
 
 def test_weight_decay_and_l1_are_gradients_of_their_penalties(key):
