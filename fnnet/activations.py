@@ -168,8 +168,12 @@ silu, silu_forward, silu_backward = swish, swish_forward, swish_backward
 
 
 def softplus(x: Array) -> Array:
-    """log(1 + e^x), written as max(x, 0) + log1p(e^{-|x|}) so it never overflows."""
-    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    """log(1 + e^x) = logaddexp(x, 0), which never overflows.
+
+    Not max(x, 0) + log1p(e^{−|x|}): the same values, but jax.grad of that form at x = 0 adds the
+    subgradients of max and |·| chosen by JAX (½ and 1) and returns 0 instead of σ(0) = ½.
+    """
+    return jnp.logaddexp(x, jnp.zeros((), jnp.result_type(x)))
 
 
 def softplus_forward(x: Array) -> tuple[Array, Array]:

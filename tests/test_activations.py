@@ -53,6 +53,15 @@ def test_kinks_are_pinned_as_in_jax_nn():
     assert float(jax.grad(lambda v: act.leaky_relu(v, 0.2))(0.0)) == 1.0
 
 
+@pytest.mark.parametrize("name", ["softplus", "gelu", "swish", "sigmoid", "tanh"])
+def test_smooth_activations_agree_with_autodiff_exactly_at_zero(name):
+    """No kink: the rule and jax.grad of fnnet's forward both give f'(0) (softplus: σ(0) = ½)."""
+    f = getattr(act, name)
+    manual = float(act.derivative(name, jnp.zeros(())))
+    assert float(jax.grad(f)(0.0)) == pytest.approx(manual, abs=1e-7)
+    assert manual == pytest.approx({"softplus": 0.5, "gelu": 0.5, "swish": 0.5, "sigmoid": 0.25, "tanh": 1.0}[name])
+
+
 def test_sigmoid_derivative_peaks_at_a_quarter():
     x = jnp.linspace(-8, 8, 1601)
     d = act.derivative("sigmoid", x)
