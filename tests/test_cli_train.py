@@ -123,7 +123,7 @@ def _train_process(out, epochs):
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
-    epochs = 400
+    epochs = 200
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = _train_process(killed, epochs)
     ckpt = killed / "checkpoint.npz"
