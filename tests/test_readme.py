@@ -17,3 +17,14 @@ def test_readme_python_blocks_run(capsys):
     assert "PASS" in out  # the gradcheck example passes
     assert namespace["g"][0]["W"].shape == (32, 40, 64)
     assert float(out.splitlines()[0]) < 1e-5  # manual vs autodiff, max abs difference
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    """.ci/run installs and tests exactly as the README's second set-up command says."""
+    bash = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    setup = [b.strip() for b in bash if "pip install" in b and "pytest" in b]
+    assert len(setup) == 1
+    install, test = [part.strip() for part in setup[0].split("&&")][-2:]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert any(line.replace("--quiet ", "").strip() == install for line in ci), install
+    assert ci[-1].strip() == test
