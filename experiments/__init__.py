@@ -7,7 +7,7 @@
 EXPERIMENTS: tuple[str, ...] = (
     # the three-way checks of every rule (fnnet check)
     "gradient_checks",
-    # the texts' own material (issue: experiments runner)
+    # the texts' own material
     "activations",
     "backprop_cases",
     "worked_example",
