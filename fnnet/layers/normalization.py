@@ -51,13 +51,15 @@ def _normalize(x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, Arra
 
 
 def _normalize_backward(xhat: Array, inv: Array, dxhat: Array, axes: tuple[int, ...]) -> Array:
-    """dx = (inv/m)(m dx̂ − Σ dx̂ − x̂ Σ dx̂ ⊙ x̂), the sums over the m entries of ``axes``."""
-    m = 1
-    for a in axes:
-        m *= xhat.shape[a]
-    s1 = jnp.sum(dxhat, axis=axes, keepdims=True)
-    s2 = jnp.sum(dxhat * xhat, axis=axes, keepdims=True)
-    return (inv / m) * (m * dxhat - s1 - xhat * s2)
+    """dx = (inv/m)(m dx̂ − Σ dx̂ − x̂ Σ dx̂ ⊙ x̂), the sums over the m entries of ``axes``.
+
+    Computed in the equal mean form inv · (dx̂ − mean dx̂ − x̂ · mean(dx̂ ⊙ x̂)): with m and inv/m
+    inside the fused elementwise op, XLA's CPU backend wrote out full (B, C) broadcasts of them,
+    and the step's temporary memory rose above autodiff's (``benchmarks/proposals.py bn``).
+    """
+    s1 = jnp.mean(dxhat, axis=axes, keepdims=True)
+    s2 = jnp.mean(dxhat * xhat, axis=axes, keepdims=True)
+    return inv * (dxhat - s1 - xhat * s2)
 
 
 def _affine_grads(xhat: Array, dy: Array) -> tuple[Array, Array]:
