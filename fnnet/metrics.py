@@ -114,12 +114,42 @@ def make_eval(layer: Layer, loss: Loss, acc_fn: Callable | None, batch_size: int
     return run
 
 
+def check_labels(layer: Layer, loss: Loss, params: Params, datasets: dict[str, Any], *, stacked: bool = False):
+    """Integer labels with softmax cross-entropy must lie below the model's number of classes.
+
+    Inside the compiled epoch the labels are traced, so the loss cannot check them there (an
+    out-of-range label would silently count as a zero one-hot row). The number of classes is read
+    from the output shape of the forward, traced once by ``jax.eval_shape`` (nothing is compiled);
+    a data set that does not fit the layer raises the layer's own error here. ``stacked``: params
+    carry a leading model axis (:func:`fnnet.sweep`).
+    """
+    from fnnet.losses import softmax_cross_entropy
+
+    todo = {k: ds for k, ds in datasets.items() if ds is not None and jnp.issubdtype(ds.y.dtype, jnp.integer)}
+    if loss is not softmax_cross_entropy or not todo:
+        return
+    if stacked:
+        params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), params)
+    x = next(iter(todo.values())).x
+    out = jax.eval_shape(
+        lambda p, x: layer.forward(p, x, key=None, train=False)[0], params, jax.ShapeDtypeStruct(x.shape, x.dtype)
+    )
+    if len(out.shape) != 2:
+        return  # the loss itself refuses logits of another rank, with its own message
+    classes = int(out.shape[1])
+    for name, ds in todo.items():
+        hi = int(jnp.max(ds.y))
+        if hi >= classes:
+            raise ValueError(
+                f"{name} has label {hi}, but the model has {classes} outputs (classes); softmax_cross_entropy "
+                f"needs labels in [0, {classes - 1}]"
+            )
+
+
 def evaluate(
     layer: Layer, loss: Loss, params: Params, data: Any, *, accuracy: Any = "auto", batch_size: int | None = None
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode."""
-    from fnnet.train import check_labels  # train imports this module
-
     ds = validate(data, "data")
     if batch_size is not None and not (is_int(batch_size) and batch_size > 0):
         raise ValueError(f"evaluate: batch_size must be a positive integer or None, got {batch_size!r}")

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from fnnet.core import Array, Layer, Loss, Params, is_int
 from fnnet.data import Dataset, validate
 from fnnet.grad import GRAD_SOURCES
-from fnnet.metrics import accuracy_fn, evaluate, layer_norms, make_eval, param_layers
+from fnnet.metrics import accuracy_fn, check_labels, evaluate, layer_norms, make_eval, param_layers
 from fnnet.optim import global_norm
 
 __all__ = ["EpochSpec", "TrainResult", "TrainState", "evaluate", "init_state", "make_epoch", "param_layers", "train"]
@@ -250,38 +250,6 @@ def check_options(
         raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
     as_jax = lambda ds: None if ds is None else Dataset(jnp.asarray(ds.x), jnp.asarray(ds.y))  # noqa: E731
     return as_jax(data), as_jax(test_data)
-
-
-def check_labels(layer: Layer, loss: Loss, params: Params, datasets: dict[str, Any], *, stacked: bool = False):
-    """Integer labels with softmax cross-entropy must lie below the model's number of classes.
-
-    Inside the compiled epoch the labels are traced, so the loss cannot check them there (an
-    out-of-range label would silently count as a zero one-hot row). The number of classes is read
-    from the output shape of the forward, traced once by ``jax.eval_shape`` (nothing is compiled);
-    a data set that does not fit the layer raises the layer's own error here. ``stacked``: params
-    carry a leading model axis (:func:`fnnet.sweep`).
-    """
-    from fnnet.losses import softmax_cross_entropy
-
-    todo = {k: ds for k, ds in datasets.items() if ds is not None and jnp.issubdtype(ds.y.dtype, jnp.integer)}
-    if loss is not softmax_cross_entropy or not todo:
-        return
-    if stacked:
-        params = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), params)
-    x = next(iter(todo.values())).x
-    out = jax.eval_shape(
-        lambda p, x: layer.forward(p, x, key=None, train=False)[0], params, jax.ShapeDtypeStruct(x.shape, x.dtype)
-    )
-    if len(out.shape) != 2:
-        return  # the loss itself refuses logits of another rank, with its own message
-    classes = int(out.shape[1])
-    for name, ds in todo.items():
-        hi = int(jnp.max(ds.y))
-        if hi >= classes:
-            raise ValueError(
-                f"{name} has label {hi}, but the model has {classes} outputs (classes); softmax_cross_entropy "
-                f"needs labels in [0, {classes - 1}]"
-            )
 
 
 def run_epochs(epoch_fn, state, lr, data, test_data, *, epochs, start, prior, steps, progress, callback, desc):
