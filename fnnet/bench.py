@@ -55,13 +55,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples per source (default 7, quick 3)")
     p.add_argument(
         "--min-time",
-        type=float,
+        type=_positive_float,
         default=None,
         help="seconds per timed sample (default 0.2, quick 0.02); short steps are repeated back to back",
     )
     p.add_argument("--models", type=_positive_int, default=None, help="models in the sweep (default 64, quick 4)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="epochs of the sweep (default 10, quick 1)")
     return p
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -84,3 +84,20 @@ def test_fnnet_command_has_bench(capsys):
 def test_only_matching_nothing_is_a_usage_error(capsys):
     assert bench.main(["--quick", "--only", "no-such-entry", "--out", ""]) == 2
     assert "no entry matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--repeats", "0"], "--repeats: expected a positive integer, got 0"),
+        (["--min-time", "-1"], "--min-time: expected a positive number of seconds, got -1.0"),
+        (["--min-time", "nan"], "--min-time: expected a positive number of seconds, got nan"),
+        (["--models", "x"], "--models: expected a positive integer, got 'x'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and needle in err[0], err
