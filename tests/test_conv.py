@@ -4,28 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import normals as _normals
+from _helpers import rel as _rel
 
 import fnnet as fn
 from fnnet.core import DTypeError, ShapeError
-
-
-def _rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
-
-
-def _normals(key, shapes, dtype):
-    """Standard normal arrays of the given shapes, carved from one draw of 4096 from ``key``.
-
-    One fixed-size draw compiles once per process, where a draw per shape would compile per shape.
-    """
-    pool, out, i = np.asarray(jax.random.normal(key, (4096,), jnp.float32)), [], 0
-    for shape in shapes:
-        n = int(np.prod(shape))
-        out.append(jnp.asarray(pool[i : i + n].reshape(shape), dtype))
-        i += n
-    assert i <= pool.size
-    return out
 
 
 def _parity(layer, in_shape, dtype, key, batch=2):
