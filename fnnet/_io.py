@@ -1,24 +1,59 @@
 """Atomic file writes: a hidden temporary file in the same folder, fsync, then ``os.replace``.
 
 A reader (or a resumed run) sees the old file or the new one, never a torn one. A process killed
-mid-write leaves only a ``.<name>.*.tmp`` file, which :func:`remove_stale_temporaries` clears.
+mid-write leaves only a ``.<name>.<random>.tmp`` file, which :func:`remove_stale_temporaries` clears.
+Files are created as ``open`` creates them, mode ``0o666`` less the process umask (``0o644`` under
+the usual umask 022), so a shared results folder stays readable by the group; the umask itself is
+never changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "probe_writable", "remove_stale_temporaries"]
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temporary(folder: Path, name: str) -> tuple[Path, int]:
+    """A new, empty ``folder/.<name>.<random>.tmp`` opened for writing, mode 0o666 less the umask."""
+    for _ in range(100):
+        tmp = folder / f".{name}.{secrets.token_hex(8)}.tmp"
+        try:
+            return tmp, os.open(tmp, _CREATE, 0o666)
+        except FileExistsError:  # O_EXCL: never reuse (or follow a link at) an existing name
+            continue
+    raise FileExistsError(f"could not create a temporary file for {name!r} in {folder}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the platform allows it (POSIX; not Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object] | bytes) -> None:
-    """Write ``path`` atomically; ``write`` is the bytes, or a function that writes to a binary file."""
+    """Write ``path`` atomically; ``write`` is the bytes, or a function that writes to a binary file.
+
+    The parent folder is created if needed. On any error (or a KeyboardInterrupt) the temporary is
+    removed and ``path`` keeps its old content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp, fd = _create_temporary(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes):
@@ -29,9 +64,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object] | 
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _fsync_folder(path.parent)
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` (and its parents) if needed, then write and remove a probe file in it.
+
+    Raises:
+      OSError: the folder cannot be created or written (a path under a regular file, a read-only
+        file system, no permission); ``NotADirectoryError`` when ``folder`` is itself a file.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(20, "it is a file, not a folder", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _create_temporary(folder, "write-probe")
+    try:
+        os.write(fd, b"probe")
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

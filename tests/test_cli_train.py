@@ -1,5 +1,12 @@
-"""``fnnet train``: one-line usage errors with exit 2, metrics.json, checkpoint resume, a SIGKILL mid-run."""
+"""``fnnet train``: one-line usage errors with exit 2, metrics.json, checkpoint resume, a SIGKILL mid-run.
 
+Also: a run in ``--out`` is never replaced by another configuration without ``--overwrite``; every
+flag and ``--out`` itself are checked before the data is loaded; a damaged checkpoint is ignored;
+Ctrl-C exits 130 on one line; files follow the umask.
+"""
+
+import argparse
+import importlib
 import json
 import os
 import signal
@@ -31,25 +38,66 @@ SMALL = [
 ]
 
 
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail the test if the command gets as far as loading its data."""
+
+    def load(args):
+        raise AssertionError("the data was loaded before the flags were checked")
+
+    monkeypatch.setattr(cli_train, "_load", load)
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
         (["--activation", "swishy"], "unknown activation 'swishy'"),
         (["--init", "kaiming_magic"], "unknown initializer 'kaiming_magic'"),
-        (["--batch-size", "5"], "--batch-size 5 is larger than the 4 training examples"),
         (["--batch-size", "0"], "--batch-size must be positive"),
-        (["--lr", "-0.1"], "--lr must be a positive learning rate"),
+        (["--lr", "-0.1"], "--lr must be a positive, finite learning rate, got -0.1"),
+        (["--lr", "inf"], "--lr must be a positive, finite learning rate, got inf"),
+        (["--lr", "nan"], "--lr must be a positive, finite learning rate, got nan"),
+        (["--momentum", "nan"], "--momentum must be in [0, 1), got nan"),
+        (["--optimizer", "nesterov", "--momentum", "0"], "--optimizer nesterov needs --momentum > 0"),
+        (["--weight-decay", "nan"], "--weight-decay must be >= 0 and finite, got nan"),
+        (["--weight-decay", "inf"], "--weight-decay must be >= 0 and finite, got inf"),
+        (["--clip", "nan"], "--clip must be >= 0 (0 or inf = off), got nan"),
+        (["--clip", "-1"], "--clip must be >= 0 (0 or inf = off), got -1"),
+        (["--seed", "99999999999999999999"], "--seed must be an integer in [0, 4294967295]"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"),
         (["--hidden", "8,x"], "--hidden takes comma-separated widths"),
+        (["--hidden", "8,,8"], "--hidden takes comma-separated widths"),
+        (["--hidden", "0"], "--hidden widths must be positive, got '0'"),
         (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
         (["--epochs", "many"], "invalid int value: 'many'"),
         (["--epochs", "0"], "--epochs must be a positive number of passes, got 0"),
+        (["--epochs", "99999999999999999999"], "--epochs must be a positive number of passes"),
     ],
 )
-def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
+def test_bad_flags_exit_2_with_one_line_before_the_data_is_loaded(capsys, no_data, argv, needle):
     code = _main(SMALL + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith("fnnet train: error:") and needle in err[0]
+    assert err[0].startswith("fnnet train: error:") and needle in err[0], err[0]
+
+
+def test_flags_that_need_the_data_exit_2_with_one_line(capsys):
+    code = _main(SMALL + ["--batch-size", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert (
+        err[0].startswith("fnnet train: error:") and "--batch-size 5 is larger than the 4 training examples" in err[0]
+    )
+
+
+@pytest.mark.parametrize("where", ["under a file", "in /proc", "a file"])
+def test_unwritable_out_exits_2_before_the_data_is_loaded(capsys, no_data, tmp_path, where):
+    (tmp_path / "f").write_bytes(b"")
+    out = {"under a file": tmp_path / "f" / "run", "in /proc": "/proc/fnnet-test/run", "a file": tmp_path / "f"}
+    code = _main(SMALL + ["--out", str(out[where])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"fnnet train: error: --out {out[where]} ") and "writable folder" in err[0], err[0]
 
 
 def _main(argv):
@@ -82,6 +130,100 @@ def test_trains_writes_metrics_and_resumes(capsys, tmp_path):
     assert {"backend", "versions", "summary", "config"} <= set(a)
     assert not list((tmp_path / "a").glob("*.tmp"))
     assert np.isfinite(a["summary"]["train_loss"])
+
+
+def _err_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def _snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_another_config_never_replaces_a_run_without_overwrite(capsys, tmp_path):
+    d = tmp_path / "run"
+    assert cli_train.main(SMALL + ["--epochs", "2", "--out", str(d)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("metrics.json", "checkpoint.npz", "run.json"):  # as `open` creates them, readable by the group
+        assert (d / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    finished = _snapshot(d)
+    capsys.readouterr()
+    other = [a if a != "0.5" else "0.25" for a in SMALL]  # --lr 0.5 -> 0.25
+    for extra in ([], ["--no-resume"], ["--epochs", "9"]):
+        assert _main(other + ["--epochs", "2", "--out", str(d), *extra]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith(f"fnnet train: error: --out {d} holds a finished run"), err
+        assert "--lr 0.5 -> 0.25" in err[0] and "--overwrite" in err[0] and "--hidden" not in err[0], err[0]
+        assert _snapshot(d) == finished
+    # folders written before run.json existed: metrics.json with its config, or a bare checkpoint
+    (d / "run.json").unlink()
+    (d / "checkpoint.npz").rename(tmp_path / "ckpt")
+    assert _main(other + ["--out", str(d)]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "--lr 0.5 -> 0.25" in err[0] and "--overwrite" in err[0], err
+    (d / "metrics.json").unlink()
+    (tmp_path / "ckpt").rename(d / "checkpoint.npz")
+    assert _main(other + ["--out", str(d)]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "holds a partial run (checkpoint after epoch 2)" in err[0], err
+    assert "flags were not recorded" in err[0] and "--overwrite" in err[0], err[0]
+    # --overwrite replaces it
+    assert cli_train.main(other + ["--epochs", "1", "--out", str(d), "--overwrite"]) == 0
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["config"]["lr"] == 0.25 and len(m["history"]["loss"]) == 1
+    assert json.loads((d / "run.json").read_text())["config"] == m["config"]
+
+
+def test_fewer_epochs_never_cut_a_finished_run_and_the_same_epochs_report_it(capsys, no_data, tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    config = cli_train._config(cli_train.configure(argparse.ArgumentParser()).parse_args(SMALL + ["--epochs", "3"]))
+    summary = {"epochs": 3, "steps": 3, "diverged": False, "diverged_step": -1, "train_loss": 0.5}
+    summary.update(train_accuracy=0.75, test_loss=0.5, test_accuracy=0.75, best_test_accuracy=1.0, best_epoch=2)
+    summary.update(wall_time_s=1.0, train_time_s=0.5)
+    (d / "metrics.json").write_text(json.dumps({"config": config, "summary": summary}))  # as the old code wrote it
+    finished = _snapshot(d)
+    for extra in ([], ["--no-resume"]):
+        assert _main(SMALL + ["--epochs", "2", "--out", str(d), *extra]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith(f"fnnet train: error: --out {d} holds a finished run of 3"), err
+        assert "--epochs 3" in err[0] and "--overwrite" in err[0], err[0]
+        assert _snapshot(d) == finished
+    assert _main(SMALL + ["--epochs", "3", "--out", str(d)]) == 0  # the finished result, without training
+    out = capsys.readouterr()
+    assert "already finished" in out.err and "3 epochs, 3 steps: train loss 0.5 acc 75.0%" in out.out
+    assert _snapshot(d) == finished
+
+
+def test_damaged_checkpoint_is_ignored_on_one_line(capsys, tmp_path):
+    d = tmp_path / "run"
+    assert cli_train.main(SMALL + ["--epochs", "1", "--out", str(d)]) == 0
+    data = (d / "checkpoint.npz").read_bytes()
+    (d / "checkpoint.npz").write_bytes(data[: len(data) // 2])
+    (d / "metrics.json").unlink()  # as if killed before the end
+    capsys.readouterr()
+    assert _main(SMALL + ["--epochs", "2", "--out", str(d)]) == 0
+    err = _err_lines(capsys)
+    assert sum("damaged checkpoint" in line for line in err) == 1, err
+    assert any(
+        line == f"fnnet train: ignored the damaged checkpoint {d / 'checkpoint.npz'}; starting over" for line in err
+    )
+    assert len(json.loads((d / "metrics.json").read_text())["history"]["loss"]) == 2
+
+
+def test_ctrl_c_exits_130_on_one_line(capsys, monkeypatch, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("fnnet.train"), "train", interrupted)  # `fn.train` is the function
+    try:
+        code = cli_train.main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "run")])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped cli_train.main")
+    err = _err_lines(capsys)
+    assert code == 130 and err[-1].startswith("fnnet train: interrupted"), err
+    assert not any("Traceback" in line for line in err)
 
 
 def test_checkpoint_of_another_config_or_corrupt_is_not_resumed(tmp_path, key):
