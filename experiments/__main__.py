@@ -1,32 +1,40 @@
 """``python -m experiments``: run every experiment, write results/<name>/ and results/REPORT.md.
 
     python -m experiments                  # quick preset of everything
-    python -m experiments --full           # the bigger settings (meant for a GPU host)
+    python -m experiments --full           # the bigger settings (meant for a GPU host); = --preset full
+    python -m experiments --preset tiny    # the smoke-test settings (seconds per experiment)
     python -m experiments --only worked_example,activations
     python -m experiments --out DIR --force --strict
 
 A rerun skips experiments already finished with the same config (``--force`` reruns them); an
-interrupted experiment resumes from its cached sweep points. A claim that does not hold never makes
-the runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
+interrupted experiment resumes from its cached sweep points, kept per config hash in
+``<out>/<name>/cache/<hash>/``: a changed config never reads another config's points, the runner
+deletes the caches of other configs, and ``--force`` deletes them all. A damaged results or cache
+file is reported in one line and that work alone is redone. Ctrl-C stops with one line and exit
+130; what finished stays, and the same command resumes. A claim that does not hold never makes the
+runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from experiments import EXPERIMENTS
-from experiments._common import atomic_write_json, run_metadata, to_jsonable
-from experiments._report import write_report
+from experiments._common import (
+    atomic_write_json,
+    config_hash,
+    point_cache,
+    prune_point_caches,
+    run_metadata,
+    to_jsonable,
+)
+from experiments._report import DONE, DamagedResults, read_finished, write_report
 from fnnet._io import remove_stale_temporaries
-
-DONE = "done.json"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,18 +44,29 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
-    p.add_argument("--full", action="store_true", help="run the full preset instead of quick")
-    p.add_argument("--preset", choices=["tiny", "quick", "full"], default=None, help=argparse.SUPPRESS)
-    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--full", action="store_true", help="run the full preset instead of quick (= --preset full)")
+    p.add_argument(
+        "--preset",
+        choices=["tiny", "quick", "full"],
+        default=None,
+        help="tiny (smoke test, seconds), quick (the default) or full (meant for a GPU host)",
+    )
+    p.add_argument("--only", default=None, help="comma-separated experiment names (see --list)")
     p.add_argument("--out", default="results", help="results folder (default: results/)")
-    p.add_argument("--force", action="store_true", help="rerun experiments that already finished")
+    p.add_argument(
+        "--force", action="store_true", help="rerun finished experiments from scratch (their cached points deleted)"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 if any claim does not hold")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     args = p.parse_args(argv)
+    if args.full and args.preset not in (None, "full"):
+        p.error(f"--full and --preset {args.preset} disagree; give one of them")
     args.preset = args.preset or ("full" if args.full else "quick")
     names = list(EXPERIMENTS)
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.only is not None:
+        names = list(dict.fromkeys(n.strip() for n in args.only.split(",") if n.strip()))
+        if not names:
+            p.error(f"--only: expected comma-separated experiment names, got {args.only!r}; see --list")
         unknown = [n for n in names if n not in EXPERIMENTS]
         if unknown:
             p.error(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
@@ -55,25 +74,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def config_hash(config) -> str:
-    blob = json.dumps(to_jsonable(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def _notice(message: str) -> None:
+    print(f"experiments: {message}", file=sys.stderr, flush=True)
 
 
 def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
-    """Run experiment ``name`` unless it already finished with this config; return its status row."""
+    """Run experiment ``name`` unless it already finished with this config; return its status row.
+
+    Finished means: ``done.json`` records this config's hash and ``claims.json`` and ``metrics.json``
+    read back whole and agree with it (:func:`experiments._report.read_finished`); a damaged file is
+    reported in one line and the experiment rerun. Before a run, ``done.json`` is deleted (an
+    interrupted rerun is never taken for finished) and so are the point caches of other configs (all
+    of them under ``force``).
+    """
     module = importlib.import_module(f"experiments.{name}")
     config = module.PRESETS[preset]
     digest = config_hash(config)
     out_dir = out / name
     done = out_dir / DONE
-    if not force and done.exists():
-        status = json.loads(done.read_text())
-        if status.get("config_hash") == digest:
-            status["skipped"] = True
-            return status
+    if not force:
+        try:
+            finished = read_finished(out_dir)
+        except DamagedResults as e:
+            _notice(f"{e}; rerunning {name}")
+            finished = None
+        if finished is not None and finished.status["config_hash"] == digest:
+            return {**finished.status, "skipped": True}
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)  # left by a run killed mid-write; never a finished file
+    done.unlink(missing_ok=True)
+    prune_point_caches(out_dir, keep=None if force else digest)
+    for folder in (out_dir, point_cache(out_dir, config).folder):
+        remove_stale_temporaries(folder)  # left by a run killed mid-write; never a finished file
     t0 = time.perf_counter()
     result = module.run(config, out_dir)
     seconds = time.perf_counter() - t0
@@ -107,6 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"python -m experiments: error: cannot create --out {out}: {e.strerror}", file=sys.stderr)
         return 2
+    try:
+        return _run_all(args, out)
+    except KeyboardInterrupt:
+        print(flush=True)  # end the progress line
+        print(
+            "python -m experiments: interrupted; finished work is kept, the same command resumes",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+
+
+def _run_all(args: argparse.Namespace, out: Path) -> int:
     statuses, failed = [], []
     t_all = time.perf_counter()
     for i, name in enumerate(args.names, 1):

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 import fnnet as fn
+from experiments._common import PointCache
 from fnnet import data as fdata
 from fnnet import initializers, optim
 from fnnet.grad import GRAD_SOURCES
@@ -332,43 +333,23 @@ def tune_batch(
     }
 
 
-def revive(obj: Any) -> Any:
-    """Undo :func:`experiments._common.to_jsonable`'s NaN/Inf strings ("nan", "inf", "-inf") in a loaded result."""
-    if isinstance(obj, dict):
-        return {k: revive(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [revive(v) for v in obj]
-    if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
-        return float(obj)
-    return obj
-
-
-def cached(path: Any, compute: Any) -> Any:
-    """``_common.cached_json`` with NaN/Inf restored: the same value whether computed now or loaded."""
-    from experiments._common import cached_json
-
-    return revive(cached_json(path, compute))
-
-
 def sweep_batches(
     wl: Workload,
     batch_sizes: tuple[int, ...],
     seeds: tuple[int, ...],
     momentum: float,
     lr0_exp: int,
-    out_dir: Any,
+    cache: PointCache,
 ) -> list[dict[str, Any]]:
-    """:func:`tune_batch` for each B in increasing order, each point cached as ``sweep_m<μ>_B<B>.json``.
+    """:func:`tune_batch` for each B in increasing order, each point cached in ``cache`` as ``sweep_m<μ>_B<B>``.
 
     The guess for each B is the previous B's best exponent (``lr0_exp`` for the first), so the
     window follows the optimum; a killed run resumes from the finished points.
     """
-    from pathlib import Path
-
     out, center = [], lr0_exp
     for b in sorted(batch_sizes):
-        path = Path(out_dir) / f"sweep_m{momentum:g}_B{b}.json"
-        r = cached(path, lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum)))
+        compute = lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum))  # noqa: E731
+        r = cache.point(f"sweep_m{momentum:g}_B{b}", compute)
         out.append(r)
         if r["best_exponent"] is not None:
             center = int(r["best_exponent"])

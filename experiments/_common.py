@@ -1,4 +1,4 @@
-"""What every experiment shares: claims, results, atomic writes, figures, run metadata.
+"""What every experiment shares: claims, results, atomic writes, figures, run metadata, point caches.
 
 An experiment is a module ``experiments/<name>.py`` with::
 
@@ -11,16 +11,33 @@ An experiment is a module ``experiments/<name>.py`` with::
 
 ``run`` writes its figures with :func:`save_figure` and returns a :class:`Result`; the runner
 (``python -m experiments``) writes ``metrics.json`` (with config, seed, backend and versions),
-``claims.json`` and ``timing.json``. Wall-clock numbers go in ``Result.timings`` only, so that
-``metrics.json`` is bit-identical between identical runs.
+``claims.json`` and ``timing.json``, then ``done.json`` last. Wall-clock numbers go in
+``Result.timings`` only, so that ``metrics.json`` is bit-identical between identical runs.
+
+An experiment with a long sweep caches each finished sweep point, so that a killed run resumes:
+``cache = point_cache(out_dir, config)`` once in ``run``, with the very ``config`` that ``run`` was
+given, then ``cache.point(name, compute)`` per point (helpers get the :class:`PointCache`, not the
+folder). Points live in ``out_dir/cache/<config hash>/<name>.json`` and each file records the hash
+it was made under, so a point made under one config is never read under another, whether ``run`` is
+called by the runner or directly (``module.run(config, out_dir)``). A damaged point file is reported
+in one line and recomputed. The runner removes the caches of other configs, and all of them under
+``--force``. ``out_dir`` is the experiment's own folder: two experiments never share one.
+
+NaN and ±Inf are written to JSON one way, as the strings ``"nan"``, ``"inf"`` and ``"-inf"``
+(:func:`to_jsonable`), so every file is standard JSON; :func:`from_jsonable` reads them back as
+floats, and a cached point reads back equal to the value computed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import platform
+import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,7 +99,7 @@ def _num(x: Any) -> Any:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Numbers, arrays, dataclasses and NaN/Inf into plain JSON (NaN/Inf as strings)."""
+    """Numbers, arrays, dataclasses and NaN/Inf into plain JSON (NaN/Inf as ``"nan"``, ``"inf"``, ``"-inf"``)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return to_jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):
@@ -101,6 +118,30 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def from_jsonable(obj: Any) -> Any:
+    """The inverse of :func:`to_jsonable` on loaded JSON: ``"nan"``, ``"inf"``, ``"-inf"`` back to floats.
+
+    Any string equal to one of those three reads back as the float (JSON written by :func:`to_jsonable`
+    cannot tell them apart).
+    """
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if isinstance(obj, str):
+        return _NONFINITE.get(obj, obj)
+    return obj
+
+
+def config_hash(config: Any) -> str:
+    """16 hex digits of SHA-256 over the config as sorted JSON: the key of done.json and of the point caches."""
+    blob = json.dumps(to_jsonable(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     atomic_write(path, data)
@@ -114,17 +155,76 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
-    """Load ``path`` if a previous (possibly interrupted) run finished it; else compute and save atomically.
+CACHE = "cache"  # out_dir/cache/<config hash>/<point>.json
+POINT_FORMAT = "fnnet.experiments.point/1"
+_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*")
 
-    Experiments with long sweeps use this per sweep point, so a killed run resumes where it stopped.
+
+@dataclasses.dataclass(frozen=True)
+class PointCache:
+    """The finished sweep points of one experiment under one config: ``<out_dir>/cache/<config_hash>/``.
+
+    Make it with :func:`point_cache`. Each point is a file ``<name>.json`` holding
+    ``{"format", "config_hash", "point", "value"}``; a file that does not parse, or whose format, hash
+    or name is not this cache's, is damaged: reported on stderr in one line and recomputed.
     """
-    path = Path(path)
-    if path.exists():
-        return json.loads(path.read_text())
-    value = to_jsonable(compute())
-    atomic_write_json(path, value)
-    return value
+
+    folder: Path
+    config_hash: str
+
+    def point(self, name: str, compute: Callable[[], Any]) -> Any:
+        """The point ``name``: loaded if a previous (possibly interrupted) run finished it, else computed and saved.
+
+        Args:
+            name: a file stem unique within the experiment, e.g. ``"sweep_B256"``.
+            compute: makes the point when it is not cached: numbers, arrays, lists, dicts.
+
+        Returns:
+            ``from_jsonable(to_jsonable(compute()))``: the same value whether computed now or loaded
+            (tuples as lists, keys as strings, arrays as lists, NaN/Inf as floats).
+        """
+        if not isinstance(name, str) or not _POINT_NAME.fullmatch(name):
+            raise ValueError(f"cache point name must be a plain file stem like 'sweep_B256', got {name!r}")
+        path = self.folder / f"{name}.json"
+        if path.exists():
+            value, damage = self._load(path, name)
+            if damage is None:
+                return value
+            print(f"experiments: damaged cache point {path} ({damage}); recomputing it", file=sys.stderr, flush=True)
+        value = to_jsonable(compute())
+        record = {"format": POINT_FORMAT, "config_hash": self.config_hash, "point": name, "value": value}
+        atomic_write_json(path, record)
+        return from_jsonable(value)
+
+    def _load(self, path: Path, name: str) -> tuple[Any, str | None]:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            return None, f"not readable JSON: {type(e).__name__}: {e}"
+        if not isinstance(record, dict) or record.get("format") != POINT_FORMAT or "value" not in record:
+            return None, f"not a cached point in the {POINT_FORMAT} format"
+        if record.get("config_hash") != self.config_hash or record.get("point") != name:
+            got = record.get("config_hash"), record.get("point")
+            return None, f"made as point {got[1]!r} of config {got[0]!r}, not {name!r} of {self.config_hash!r}"
+        return from_jsonable(record["value"]), None
+
+
+def point_cache(out_dir: Path | str, config: Any) -> PointCache:
+    """The :class:`PointCache` of ``config`` (the config ``run`` was given) in the experiment folder ``out_dir``."""
+    digest = config_hash(config)
+    return PointCache(Path(out_dir) / CACHE / digest, digest)
+
+
+def prune_point_caches(out_dir: Path | str, keep: str | None) -> list[Path]:
+    """Delete ``out_dir/cache/*`` except the folder of config hash ``keep`` (everything when None); return them."""
+    root = Path(out_dir) / CACHE
+    gone = sorted(p for p in root.iterdir() if p.name != keep) if root.is_dir() else []
+    for p in gone:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
 
 
 def save_figure(fig: Any, out_dir: Path, name: str, caption: str) -> Figure:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ from jax import lax
 import fnnet as fn
 from experiments import _init_nets as N
 from experiments import _init_util as U
-from experiments._common import cached_json
+from experiments._common import PointCache
 from fnnet.optim import sgd
 from fnnet.sweep import stack, sweep
 
@@ -92,7 +91,7 @@ def xi_fit(c: np.ndarray, c_star: float, ordered: bool, floor: float) -> tuple[f
     return float(-1.0 / slope) if slope < 0 else float("inf"), idx
 
 
-def heatmap(cfg, out_dir: Path) -> dict:
+def heatmap(cfg, cache: PointCache) -> dict:
     train, _ = U.mnist1d_standardized(cfg.n_train)
     acc = {}
     for depth in cfg.train_depths:
@@ -117,7 +116,7 @@ def heatmap(cfg, out_dir: Path) -> dict:
             )
             return np.nan_to_num(np.asarray(res.history["train_accuracy"])[:, -1], nan=0.0).tolist()
 
-        acc[str(depth)] = cached_json(out_dir / f"sweep_depth{depth}.json", compute)
+        acc[str(depth)] = cache.point(f"sweep_depth{depth}", compute)
     return acc
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, close, pyplot, save_figure, to_jsonable
+from experiments._common import Claim, Result, close, from_jsonable, pyplot, save_figure, to_jsonable
 
 NAME = "data_parallel"
 TITLE = "Data-parallel large batches: sharded curve points equal single-device ones"
@@ -152,7 +152,7 @@ def run_worker(config: Config, out_dir: Path) -> dict:
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"data_parallel worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(res.read_text())
+    return from_jsonable(json.loads(res.read_text()))
 
 
 def _rel(a: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import optax
 
 import fnnet as fn
 from experiments import _dynamics_plots as plots
-from experiments._common import Claim, Result, cached_json
+from experiments._common import Claim, Result, point_cache
 from fnnet import activations, data, initializers
 from fnnet.sweep import init_params, sweep
 
@@ -247,12 +247,13 @@ def run(config: Config, out_dir: Path) -> Result:
     groups: dict[str, list[float]] = {}
     for opt, lr in config.runs:
         groups.setdefault(opt, []).append(float(lr))
+    cache = point_cache(out_dir, config)
     stats: dict[str, dict[str, list[dict]]] = {}
     alive: dict[str, dict[str, list]] = {}
     metrics: dict = {"runs": {}}
     for opt, lrs in groups.items():
         compute = lambda o=opt, lr=lrs: train_sweep(config, o, lr, train, test)  # noqa: E731
-        both = cached_json(out_dir / f"sweep_{opt}.json", compute)
+        both = cache.point(f"sweep_{opt}", compute)
         for act, raw in both.items():
             st = unit_stats(np.asarray(raw["alive"]), config.few_epochs, config.seeds, config.hidden)
             acc = np.asarray(raw["test_accuracy"], np.float64).reshape(len(lrs), config.seeds)
@@ -264,7 +265,7 @@ def run(config: Config, out_dir: Path) -> Result:
 
     widths = config.born_widths
     depth = np.arange(1, config.born_max_depth + 1)
-    raw = cached_json(out_dir / "born_dead.json", lambda: born_dead(config))
+    raw = cache.point("born_dead", lambda: born_dead(config))
     born = {dist: {n: raw[dist][str(n)] for n in widths} for dist in raw}
     metrics["born_dead"] = {
         dist: {f"N={n}": {**v, "theory": born_theory(n, depth)} for n, v in d.items()} for dist, d in born.items()

@@ -24,7 +24,7 @@ import numpy as np
 import fnnet as fn
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, pyplot, save_figure
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from fnnet.sweep import sweep
 from fnnet.train import evaluate
 
@@ -128,11 +128,12 @@ def to_target(epoch_loss: np.ndarray, target: float) -> float | None:
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
+    cache = point_cache(out_dir, config)
     res, timings = {}, {}
     for model in ("mlp", "logreg"):
         res[model] = {}
         for b in config.batch_sizes if model == "mlp" else config.logreg_batch_sizes:
-            r = bu.cached(out_dir / f"regime_{model}_B{b}.json", lambda m=model, b=b: run_regime(m, b, config))
+            r = cache.point(f"regime_{model}_B{b}", lambda m=model, b=b: run_regime(m, b, config))
             res[model][b] = r
             timings[f"{model}_B{b}_s_per_epoch"] = r["s_per_epoch_per_model"]
     n = max(config.batch_sizes)

@@ -24,7 +24,7 @@ import numpy as np
 import fnnet as fn
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 from fnnet.sweep import sweep
 
 NAME = "generalization_gap"
@@ -123,9 +123,8 @@ def autodiff_check(config: Config) -> tuple[float, float]:
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    pts = [
-        bu.cached(out_dir / f"point_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
-    ]
+    cache = point_cache(out_dir, config)
+    pts = [cache.point(f"point_B{b}", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)]
     man, auto = autodiff_check(config)
     b = np.array([p["batch_size"] for p in pts], float)
     mean = lambda k: np.array([np.mean(p[k]) for p in pts])  # noqa: E731

@@ -21,7 +21,7 @@ import fnnet as fn
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
 from experiments import steps_to_target as stt
-from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 from fnnet import optim
 from fnnet.train import train
 
@@ -92,7 +92,8 @@ def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     sc = config.steps
-    points = bu.sweep_batches(sc.workload, sc.batch_sizes, stt.seeds_of(sc), sc.momenta[0], sc.lr0_exp, out_dir)
+    cache = point_cache(out_dir, config)
+    points = bu.sweep_batches(sc.workload, sc.batch_sizes, stt.seeds_of(sc), sc.momenta[0], sc.lr0_exp, cache)
     t_sweep = time.perf_counter() - t0
     s = bs.series(points)
     fs, fe = bs.fit_steps(s["B"], s["S"]), bs.fit_examples(s["B"], s["E"])

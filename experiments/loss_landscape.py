@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 
 import fnnet as fn
 from experiments import _dynamics_plots as plots
-from experiments._common import Claim, Result, cached_json
+from experiments._common import Claim, Result, point_cache
 from experiments._dynamics_util import key_tree, round_sig, spearman
 from fnnet import data
 
@@ -277,9 +277,10 @@ def summarize(config: Config, cp: dict) -> list[dict]:
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     x, y = dataset(config)
-    cp = cached_json(out_dir / "critical_points.json", lambda: critical_points(config, x, y))
+    cache = point_cache(out_dir, config)
+    cp = cache.point("critical_points", lambda: critical_points(config, x, y))
     rows = summarize(config, cp)
-    sl = cached_json(out_dir / "slice.json", lambda: landscape(config, x, y))
+    sl = cache.point("slice", lambda: landscape(config, x, y))
     h_err = hessian_check(config, x, y)
     metrics = {
         "by_width": rows,

@@ -19,7 +19,7 @@ import numpy as np
 
 import fnnet as fn
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, pyplot, save_figure
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from fnnet.sweep import sweep
 
 NAME = "lr_noise_scale"
@@ -131,9 +131,8 @@ def summarise(points: list[dict], config: Config) -> dict:
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    points = [
-        bu.cached(out_dir / f"sweep_B{b}.json", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)
-    ]
+    cache = point_cache(out_dir, config)
+    points = [cache.point(f"sweep_B{b}", lambda b=b: run_batch(config, b)) for b in sorted(config.batch_sizes)]
     summary = summarise(points, config)
     metrics = {"batch_sizes": sorted(config.batch_sizes), "series": summary, "n_seeds": config.n_seeds}
     claims = _claims(summary, config)

@@ -25,7 +25,7 @@ import numpy as np
 from experiments import _init_jacobian as J
 from experiments import _init_meanfield as M
 from experiments import _init_util as U
-from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 
 NAME = "mean_field"
 TITLE = "Mean-field theory of deep tanh nets: q*, χ₁, order-to-chaos, depth scales, trainability, Jacobian spectra"
@@ -135,7 +135,7 @@ def run(config: Config, out_dir: Path) -> Result:
             "chi1": t["chi1"],
             "qdz": np.median(qdz, 0).tolist(),
         }
-    heat = M.heatmap(cfg, out_dir)
+    heat = M.heatmap(cfg, point_cache(out_dir, config))
     lap("heatmap_s")
     jac = J.run_jacobian(cfg.jacobian, k_j)
     lap("jacobian_s")

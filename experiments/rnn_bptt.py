@@ -35,7 +35,7 @@ import optax
 
 import fnnet as fn
 from experiments import _dynamics_plots as plots
-from experiments._common import Claim, Result, cached_json, close
+from experiments._common import Claim, Result, close, point_cache
 from fnnet import activations, initializers
 from fnnet.layers import hidden_jacobian_norms
 
@@ -228,9 +228,10 @@ def adding(config: Config) -> dict:
 
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
-    curves = cached_json(out_dir / "gradient_over_time.json", lambda: gradient_over_time(config))
-    clip = cached_json(out_dir / "clipping.json", lambda: clipping(config))
-    task = cached_json(out_dir / "adding.json", lambda: adding(config))
+    cache = point_cache(out_dir, config)
+    curves = cache.point("gradient_over_time", lambda: gradient_over_time(config))
+    clip = cache.point("clipping", lambda: clipping(config))
+    task = cache.point("adding", lambda: adding(config))
     metrics = {"gradient_over_time": curves, "clipping": clip, "adding": task}
     summary = _summary(config, curves, clip, task)
     metrics["summary"] = summary

@@ -22,7 +22,7 @@ import numpy as np
 
 from experiments import _batch_stats as bs
 from experiments import _batch_util as bu
-from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 
 NAME = "steps_to_target"
 TITLE = "Steps to target vs batch size: three regimes and the optimal learning rate (Shallue et al. 2018)"
@@ -90,8 +90,9 @@ def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     seeds = seeds_of(config)
+    cache = point_cache(out_dir, config)
     sweeps = {
-        m: bu.sweep_batches(config.workload, config.batch_sizes, seeds, m, config.lr0_exp, out_dir)
+        m: bu.sweep_batches(config.workload, config.batch_sizes, seeds, m, config.lr0_exp, cache)
         for m in config.momenta
     }
     t_sweep = time.perf_counter() - t0

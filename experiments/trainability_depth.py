@@ -19,7 +19,7 @@ import numpy as np
 import fnnet as fn
 from experiments import _init_nets as N
 from experiments import _init_util as U
-from experiments._common import Claim, Result, cached_json, pyplot, save_figure
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from fnnet.optim import sgd
 from fnnet.sweep import stack, sweep
 
@@ -122,9 +122,10 @@ def _summarize(raw: dict, cfg: Config) -> dict:
 def run(config: Config, out_dir: Path) -> Result:
     cfg = config
     train, test = U.mnist1d_standardized(cfg.n_train)
+    cache = point_cache(out_dir, config)
     results = {}
     for depth in cfg.depths:
-        raw = cached_json(out_dir / f"sweep_depth{depth}.json", lambda d=depth: _train_depth(cfg, d, train, test))
+        raw = cache.point(f"sweep_depth{depth}", lambda d=depth: _train_depth(cfg, d, train, test))
         results[str(depth)] = _summarize(raw, cfg)
     return Result(
         metrics={"target_loss": cfg.target_loss, "depths": results},

@@ -1,4 +1,4 @@
-"""The experiments runner: resume, --force, --strict, atomic results, a SIGKILL mid-run, determinism."""
+"""The experiments runner: resume, --force, --strict, atomic results, damaged files, Ctrl-C, a SIGKILL mid-run."""
 
 import dataclasses
 import json
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import experiments.__main__ as runner
-from experiments._common import Claim, Result, cached_json
+from experiments._common import CACHE, Claim, Result, config_hash, point_cache
+from experiments._report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,14 +25,24 @@ class _Cfg:
     seed: int = 0
 
 
-def _fake(name: str, holds: bool, calls: list) -> types.ModuleType:
+class _Calls(list):
+    """The configs each fake's ``run`` was called with; ``points``: those its cached sweep point was computed for."""
+
+    def __init__(self):
+        super().__init__()
+        self.points: list = []
+
+
+def _fake(name: str, holds: bool, calls: _Calls) -> types.ModuleType:
+    """An experiment with one cached sweep point, whose measured number is that point's."""
     mod = types.ModuleType(f"experiments.{name}")
     mod.NAME, mod.TITLE = name, f"fake {name}"
     mod.PRESETS = {"tiny": _Cfg(), "quick": _Cfg(2.0), "full": _Cfg(3.0)}
 
     def run(config, out_dir):
         calls.append(config)
-        return Result({"value": config.value}, [Claim("c", "s", 1.0, config.value, 0.0, holds)])
+        p = point_cache(out_dir, config).point("p", lambda: calls.points.append(config) or dataclasses.asdict(config))
+        return Result(p, [Claim("c", "s", 1.0, p["value"], 0.0, holds)])
 
     mod.run = run
     return mod
@@ -39,7 +50,7 @@ def _fake(name: str, holds: bool, calls: list) -> types.ModuleType:
 
 @pytest.fixture
 def fakes(monkeypatch):
-    calls: list = []
+    calls = _Calls()
     monkeypatch.setitem(sys.modules, "experiments.fake_ok", _fake("fake_ok", True, calls))
     monkeypatch.setitem(sys.modules, "experiments.fake_bad", _fake("fake_bad", False, calls))
     monkeypatch.setattr(runner, "EXPERIMENTS", ("fake_ok", "fake_bad"))
@@ -77,12 +88,149 @@ def test_usage_errors_exit_2():
     assert r.returncode == 2 and "unknown experiment nope" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cached_json_resumes_a_sweep_point(tmp_path):
-    calls = []
-    compute = lambda: calls.append(1) or {"x": 1.5}
-    assert cached_json(tmp_path / "p.json", compute) == {"x": 1.5}
-    assert cached_json(tmp_path / "p.json", compute) == {"x": 1.5}
-    assert len(calls) == 1
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", ""], "--only: expected comma-separated experiment names, got ''"),
+        (["--only", ","], "--only: expected comma-separated experiment names, got ','"),
+        (["--only", " , "], "--only: expected comma-separated experiment names, got ' , '"),
+        (["--full", "--preset", "tiny"], "--full and --preset tiny disagree"),
+    ],
+)
+def test_empty_only_and_conflicting_presets_are_usage_errors(fakes, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        runner.main([*argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and message in err[0]
+    assert fakes == [] and not (tmp_path / "REPORT.md").exists()
+
+
+def test_help_lists_the_presets(capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--preset {tiny,quick,full}" in out and "smoke test" in out
+
+
+def test_a_config_change_recomputes_the_cached_points(fakes, tmp_path, monkeypatch):
+    out = ["--preset", "tiny", "--out", str(tmp_path), "--only", "fake_ok"]
+    folder = tmp_path / "fake_ok"
+    assert runner.main(out) == 0
+    monkeypatch.setitem(sys.modules["experiments.fake_ok"].PRESETS, "tiny", _Cfg(seed=1))  # a seed change
+    assert runner.main(out) == 0
+    assert fakes.points == [_Cfg(), _Cfg(seed=1)]  # seed 0's point is not reused under seed 1
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["seed"] == 1 and metrics["metrics"]["seed"] == 1
+    assert [p.name for p in (folder / CACHE).iterdir()] == [config_hash(_Cfg(seed=1))]  # other configs' removed
+
+
+def test_force_recomputes_the_cached_points(fakes, tmp_path):
+    out = ["--preset", "tiny", "--out", str(tmp_path), "--only", "fake_ok"]
+    assert runner.main(out) == 0
+    assert runner.main([*out, "--force"]) == 0
+    assert len(fakes) == 2 and fakes.points == [_Cfg(), _Cfg()]
+
+
+def _truncate(path: Path) -> None:
+    path.write_text(path.read_text()[:-7])
+
+
+@pytest.mark.parametrize(
+    "file, damage",
+    [
+        ("done.json", _truncate),
+        ("done.json", lambda p: p.write_text("[]")),
+        ("claims.json", _truncate),
+        ("claims.json", Path.unlink),
+        ("claims.json", lambda p: p.write_text("[]")),  # parses, but holds no claim where done.json counts one
+        ("metrics.json", _truncate),
+        ("metrics.json", Path.unlink),
+        ("cache/*/p.json", _truncate),
+    ],
+)
+def test_a_damaged_file_is_reported_and_that_experiment_alone_rerun(fakes, tmp_path, capsys, file, damage):
+    out = ["--preset", "tiny", "--out", str(tmp_path)]
+    assert runner.main(out) == 0
+    (path,) = (tmp_path / "fake_ok").glob(file)
+    damage(path)
+    if file.startswith("cache"):  # a damaged point is found when the experiment reruns
+        (tmp_path / "fake_ok" / "done.json").unlink()
+    capsys.readouterr()
+    assert runner.main(out) == 0
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and str(path) in err[0] and "damaged" in err[0] and "Traceback" not in captured.err
+    assert len(fakes) == 3 and fakes[-1] == _Cfg()  # fake_ok rerun once, fake_bad skipped
+    assert len(fakes.points) == 2 + file.startswith("cache")  # the cached point reused unless it was damaged
+    assert "**2 claims, 1 hold**" in (tmp_path / "REPORT.md").read_text()
+    assert runner.main(out) == 0 and len(fakes) == 3  # repaired: the next run skips both
+
+
+@pytest.mark.parametrize("file", ["done.json", "claims.json", "metrics.json"])
+def test_the_report_writer_leaves_out_a_damaged_experiment_and_says_so(fakes, tmp_path, capsys, file):
+    assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+    _truncate(tmp_path / "fake_bad" / file)
+    capsys.readouterr()
+    summary = write_report(tmp_path, ("fake_ok", "fake_bad"))
+    err = capsys.readouterr().err.strip().splitlines()
+    path = str(tmp_path / "fake_bad" / file)
+    assert len(err) == 1 and "leaves out fake_bad" in err[0] and path in err[0]
+    assert (summary.n_claims, summary.n_hold, summary.experiments) == (1, 1, 1) and len(summary.left_out) == 1
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "**1 claims, 1 hold**" in report and "| fake_bad |" not in report and path in report
+
+
+def test_ctrl_c_exits_130_with_one_line_and_a_rerun_resumes(fakes, tmp_path, capsys, monkeypatch):
+    mod = sys.modules["experiments.fake_bad"]
+    real, ctrl_c = mod.run, [True]
+
+    def run(config, out_dir):  # Ctrl-C during the first run of fake_bad
+        if ctrl_c.pop() if ctrl_c else False:
+            raise KeyboardInterrupt
+        return real(config, out_dir)
+
+    monkeypatch.setattr(mod, "run", run)
+    assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "resumes" in err[0]
+    assert (tmp_path / "fake_ok" / "done.json").exists() and not (tmp_path / "fake_bad" / "done.json").exists()
+    assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0
+    assert fakes == [_Cfg(), _Cfg()]  # fake_ok ran once (skipped on the rerun), fake_bad once to the end
+
+
+_SLOW_RUNNER = """
+import dataclasses, sys, time, types
+import experiments.__main__ as runner
+from experiments._common import Claim, Result
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    seed: int = 0
+
+def run(config, out_dir):
+    (out_dir / "started").write_text("")
+    time.sleep(60)
+
+mod = types.ModuleType("experiments.slow")
+mod.PRESETS, mod.run = {"tiny": Cfg()}, run
+sys.modules["experiments.slow"] = mod
+runner.EXPERIMENTS = ("slow",)
+sys.exit(runner.main(["--preset", "tiny", "--out", sys.argv[1]]))
+"""
+
+
+def test_sigint_prints_one_line_and_exits_130(tmp_path):
+    cmd = [sys.executable, "-c", _SLOW_RUNNER, str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "slow" / "started").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    (line,) = err.strip().splitlines()  # one line, no traceback
+    assert line == "python -m experiments: interrupted; finished work is kept, the same command resumes"
+    assert out.startswith("[1/1] slow ...")
 
 
 def _run(out: Path, names: str) -> subprocess.Popen:
