@@ -1,4 +1,4 @@
-"""The two contracts of fnnet, and the input checks every layer shares.
+"""The two contracts of fnnet, and the input and params checks every layer shares.
 
 A **Layer** is a tuple of pure functions, in the manner of ``jax.example_libraries.stax``::
 
@@ -19,6 +19,11 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
   ``update_state(params, cache)`` returns new params with the statistics of the last training
   forward folded in. Nothing is mutated.
 
+Every layer checks its params against the structure its ``init`` makes (:func:`check_params`,
+:func:`check_no_params`) while tracing, so another net's params, a bias of the wrong length or a
+parameter-free layer handed arrays raise an error naming the layer and the leaf, never an XLA error;
+``serial`` and ``residual`` add the child's position.
+
 A **Loss** is ``Loss(forward, backward)``::
 
     forward(pred, target) -> (mean loss over the batch, cache)
@@ -30,7 +35,7 @@ mean.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -49,14 +54,18 @@ __all__ = [
     "DTypeError",
     "Layer",
     "Loss",
+    "ParamSpec",
     "Params",
     "PRNGKey",
     "Shape",
     "ShapeError",
+    "annotate",
     "check_dtype_match",
     "check_float",
     "check_input",
+    "check_no_params",
     "check_param_dtype",
+    "check_params",
     "check_real",
     "is_concrete",
     "is_int",
@@ -89,6 +98,23 @@ class ShapeError(ValueError):
 
 class DTypeError(TypeError):
     """An array has a dtype the layer or loss cannot take (e.g. integers where floats are needed)."""
+
+
+def annotate(exc: Exception, prefix: str) -> Exception:
+    """``exc`` with ``prefix`` put in front of its message, of the same type, to re-raise.
+
+    Used by the combinators (``serial layer 2, Dense(10): ...``) and the initializer draw. fnnet's
+    own error types and plain ``ValueError``/``TypeError`` are rebuilt with the longer message (and
+    the original traceback); any other exception (a subclass with its own constructor) keeps its
+    message and gets ``prefix`` as a note instead. Use as ``raise annotate(e, "...") from None``.
+    """
+    if type(exc) in (ShapeError, DTypeError, ValueError, TypeError) and len(exc.args) == 1:
+        new = type(exc)(f"{prefix}{exc.args[0]}").with_traceback(exc.__traceback__)
+        for note in getattr(exc, "__notes__", ()):
+            new.add_note(note)
+        return new
+    exc.add_note(f"(raised in {prefix.rstrip(', :')})")
+    return exc
 
 
 def shape_str(shape: Shape) -> str:
@@ -176,3 +202,81 @@ def token_shape(token: Array) -> Shape:
 def prod(shape: Shape) -> int:
     """The number of elements of ``shape`` (1 for ``()``)."""
     return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# params that fit the layer
+
+#: The leaves a layer's params must hold: key -> expected shape. A dimension is an int (that size
+#: exactly) or a name such as ``"d_in"`` (any size, but the same size wherever the name recurs).
+ParamSpec = Mapping[str, tuple[int | str, ...]]
+
+
+def _keys(keys: Any) -> str:
+    return ", ".join(repr(k) for k in keys) if keys else "none"
+
+
+def check_params(name: str, params: Any, spec: ParamSpec) -> None:
+    """Check that ``params`` is a dict holding exactly the leaves of ``spec``, as the layer's init makes them.
+
+    Shapes and dtypes are static under ``jit``/``vmap``/``grad``, so this costs nothing at run time:
+    it runs once, while tracing, and never reads a value (NaN and Inf pass). It raises, naming the
+    layer ``name`` and the leaf (e.g. ``Dense(10): params['b'] has shape (5,), expected (10,)``):
+
+    * ``TypeError`` when ``params`` is not a mapping, or a leaf is not an array;
+    * ``ValueError`` when keys are missing or unexpected;
+    * :class:`ShapeError` when a leaf has the wrong rank or size (named dimensions of ``spec`` are
+      bound by the first leaf that has them and must agree in the others);
+    * :class:`DTypeError` when a leaf is not floating point, or the leaves differ in dtype.
+    """
+    want = list(spec)
+    if not isinstance(params, Mapping):
+        got = type(params).__name__
+        if isinstance(params, (tuple, list)):
+            got = f"a {got} of {len(params)} entries"
+            if not params:
+                got += " (the params of a layer without parameters)"
+        raise TypeError(f"{name} needs params as a dict with keys {_keys(want)}, as its init returns; got {got}")
+    missing = [k for k in want if k not in params]
+    extra = [k for k in params if k not in spec]
+    if missing or extra:
+        parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(extra)}"] if extra else [])
+        raise ValueError(
+            f"{name} needs params with keys {_keys(want)}, as its init returns; got keys {_keys(list(params))} "
+            f"({'; '.join(parts)})"
+        )
+    bound: dict[str, int] = {}
+    first: tuple[str, Any] | None = None
+    for k in want:
+        leaf = params[k]
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise TypeError(f"{name}: params[{k!r}] must be an array, got {type(leaf).__name__}")
+        shape, dims = tuple(leaf.shape), spec[k]
+        if len(shape) != len(dims) or any(
+            (d != s) if isinstance(d, int) else (bound.get(d, s) != s) for d, s in zip(dims, shape)
+        ):
+            want_shape = "(" + ", ".join(str(d if isinstance(d, int) else bound.get(d, d)) for d in dims)
+            want_shape += ",)" if len(dims) == 1 else ")"
+            raise ShapeError(f"{name}: params[{k!r}] has shape {shape_str(shape)}, expected {want_shape}")
+        bound.update({d: s for d, s in zip(dims, shape) if isinstance(d, str)})
+        dtype = jnp.dtype(leaf.dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise DTypeError(f"{name}: params[{k!r}] has dtype {dtype}; parameters must be floating-point")
+        if first is None:
+            first = (k, dtype)
+        elif dtype != first[1]:
+            raise DTypeError(
+                f"{name}: params[{k!r}] is {dtype} but params[{first[0]!r}] is {first[1]}; nothing is cast "
+                f"silently, so give all of its params one dtype"
+            )
+
+
+def check_no_params(name: str, params: Any) -> None:
+    """Raise ``ValueError`` unless ``params`` holds no arrays: the layer has no parameters (params ``()``).
+
+    A pytree without leaves (``()``, ``[]``, ``{}``, ``None``) passes; anything else (e.g. the params of
+    another layer, passed to the wrong position of a ``serial``) is refused, naming the layer.
+    """
+    if jax.tree_util.tree_leaves(params):
+        got = f"a dict with keys {_keys(list(params))}" if isinstance(params, Mapping) else type(params).__name__
+        raise ValueError(f"{name} has no parameters and takes params (), got {got}")

@@ -9,6 +9,11 @@ Each initializer is a function ``(key, shape, dtype=jnp.float32) -> Array``, as 
 * ``"truncated_normal"`` draws from N(0, 1) truncated to [−2, 2] and divides the std by
   0.87962566103423978 (the std of that truncated normal), so the variance is the one stated.
 
+The named schemes are *factories*: ``he_normal()`` returns the initializer. Layers take the
+initializer itself (``fn.Dense(64, w_init=fn.initializers.he_normal())``); :func:`resolve` refuses a
+name (``w_init="he_normal"``), an uncalled factory or anything else that is not one, naming the
+argument, and :func:`draw` checks that what an initializer returns has the shape and dtype asked for.
+
 References: Glorot & Bengio 2010, eq. 12 and 16 (Xavier); He et al. 2015, eq. 10 and 14 (He/Kaiming);
 LeCun et al. 1998, "Efficient BackProp" (LeCun); Saxe et al. 2014 (orthogonal).
 """
@@ -22,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.core import Array, Shape
+from fnnet.core import Array, DTypeError, Shape, ShapeError, annotate, shape_str
 
 Initializer = Callable[..., Array]
 Mode = Literal["fan_in", "fan_out", "fan_avg"]
@@ -197,3 +202,97 @@ def get(name: str, **kwargs) -> Initializer:
     if name not in INITIALIZERS:
         raise ValueError(f"unknown initializer {name!r}; choose one of {', '.join(sorted(INITIALIZERS))}")
     return INITIALIZERS[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# initializers given to layers
+
+_FACTORIES: dict[Callable[..., Any], str] = {
+    f: f.__name__
+    for f in (
+        variance_scaling,
+        glorot_uniform,
+        glorot_normal,
+        he_uniform,
+        he_normal,
+        lecun_uniform,
+        lecun_normal,
+        leaky_he_normal,
+        standard_uniform,
+        normal,
+        constant,
+        zeros,
+        ones,
+        orthogonal,
+    )
+}
+_NEED_ARGUMENTS = ("variance_scaling", "constant")
+_JAX_DIRECT = ("zeros", "ones")  # jax.nn.initializers.zeros/ones are initializers, not factories
+
+
+def _jax_factory(value: Any) -> str | None:
+    """The name of ``value`` in ``jax.nn.initializers`` if it is one of its factories (uncalled)."""
+    name = getattr(value, "__name__", None)
+    if isinstance(name, str) and name not in _JAX_DIRECT and getattr(jax.nn.initializers, name, None) is value:
+        return name
+    return None
+
+
+def resolve(owner: str, arg: str, value: Any, default: Initializer) -> Initializer:
+    """The initializer a layer constructor was given as ``arg`` (``default`` for None), or ``TypeError``.
+
+    An initializer is a function ``(key, shape, dtype) -> array``. Refused, naming ``owner`` and
+    ``arg``: a string (``w_init="he_normal"``; the message suggests
+    ``fn.initializers.get("he_normal")``), one of the factories uncalled (``fn.initializers.he_normal``
+    or ``jax.nn.initializers.he_normal`` instead of ``he_normal()``), and anything not callable.
+    """
+    if value is None:
+        return default
+    if isinstance(value, str):
+        if value in INITIALIZERS:
+            hint = f"fn.initializers.get({value!r}) or fn.initializers.{value}()"
+        else:
+            names = ", ".join(INITIALIZERS)
+            hint = f"an initializer such as fn.initializers.he_normal(); {value!r} names none of {names}"
+        raise TypeError(
+            f"{owner} needs {arg} to be an initializer function (key, shape, dtype) -> array, not the string "
+            f"{value!r}; pass {hint}"
+        )
+    factory = next((n for f, n in _FACTORIES.items() if f is value), None)
+    where = "fn.initializers"
+    if factory is None and callable(value):
+        factory, where = _jax_factory(value), "jax.nn.initializers"
+    if factory is not None:
+        call = f"{where}.{factory}(...)" if factory in _NEED_ARGUMENTS and where == "fn.initializers" else None
+        call = call or f"{where}.{factory}()"
+        raise TypeError(f"{owner} got {arg}={where}.{factory}, which makes an initializer; call it: {arg}={call}")
+    if not callable(value):
+        raise TypeError(
+            f"{owner} needs {arg} to be an initializer function (key, shape, dtype) -> array such as "
+            f"fn.initializers.he_normal(), got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def draw(owner: str, arg: str, init: Initializer, key: Array, shape: Shape, dtype: Any) -> Array:
+    """``init(key, shape, dtype)``, checked: an array of exactly that shape and dtype (nothing is cast).
+
+    An error raised by the initializer itself (e.g. a fan-based initializer given a bias shape) is
+    re-raised, of the same type, with ``owner`` and ``arg`` in front:
+    ``Dense(10) b_init (drawing shape (10,)): fans need a kernel of rank >= 2, ...``.
+    """
+    shape = tuple(shape)
+    try:
+        w = init(key, shape, dtype)
+    except (ValueError, TypeError) as e:
+        raise annotate(e, f"{owner} {arg} (drawing shape {shape_str(shape)}): ") from None
+    if not (hasattr(w, "shape") and hasattr(w, "dtype")):
+        raise TypeError(f"{owner} {arg} returned {type(w).__name__}, not an array of shape {shape_str(shape)}")
+    if tuple(w.shape) != shape:
+        raise ShapeError(f"{owner} {arg} returned an array of shape {shape_str(w.shape)}, expected {shape_str(shape)}")
+    if jnp.dtype(w.dtype) != jnp.dtype(dtype):
+        raise DTypeError(
+            f"{owner} {arg} returned {jnp.dtype(w.dtype)}, expected {jnp.dtype(dtype)}: an initializer must "
+            f"draw in the dtype it is given"
+        )
+    return w

@@ -1,10 +1,11 @@
 """Property-based bad input across the public API: layers, constructors, training, data, files.
 
 Every call either works (with the documented output shape) or raises the documented error
-(``fn.ShapeError``/``fn.DTypeError`` from a forward, ``ValueError``/``TypeError`` from a constructor
-or a training function, ``DataFileError`` from a loader) whose message names the layer or the
-argument. Never an XLA error from deep inside a trace. Error paths raise before anything is
-compiled, so the training cases cost no compilation; shapes are small so the eager forwards stay fast.
+(``fn.ShapeError``/``fn.DTypeError`` from a forward, ``ValueError``/``TypeError`` from a constructor,
+params that do not fit the net, or a training function, ``DataFileError`` from a loader) whose
+message names the layer (with its position in a ``serial``) or the argument. Never an XLA error
+from deep inside a trace. Error paths raise before anything is compiled, so the training cases cost
+no compilation; shapes are small so the eager forwards stay fast.
 """
 
 import math
@@ -246,6 +247,106 @@ def test_init_needs_a_float_dtype(which, dtype):
 
 
 # ----------------------------------------------------------------------------------------------
+# params that do not fit a random net: an fnnet error naming the serial position and the layer,
+# raised while tracing (everything runs under jax.eval_shape, so nothing compiles)
+
+ERRORS = (fn.ShapeError, fn.DTypeError, ValueError, TypeError)
+PIECES = {  # kind -> (constructor of width w, the label its messages carry)
+    "dense": (lambda w: fn.Dense(w), lambda w: rf"Dense\({w}\)"),
+    "layernorm": (lambda w: fn.LayerNorm(), lambda w: r"LayerNorm\(\)"),
+    "batchnorm": (lambda w: fn.BatchNorm(), lambda w: r"BatchNorm\(\)"),
+    "dropout": (lambda w: fn.Dropout(0.5), lambda w: r"Dropout\(0\.5\)"),
+    "flatten": (lambda w: fn.Flatten(), lambda w: r"Flatten\(\)"),
+    "tanh": (lambda w: fn.Tanh(), lambda w: r"Tanh\(\)"),
+}
+WITH_PARAMS, WITHOUT_PARAMS = ("dense", "layernorm", "batchnorm"), ("dropout", "flatten")
+pieces = st.lists(st.tuples(st.sampled_from(list(PIECES)), st.integers(1, 4)), min_size=1, max_size=4)
+
+
+def build(spec):
+    return fn.serial(*(PIECES[kind][0](w) for kind, w in spec)), [PIECES[kind][1](w) for kind, w in spec]
+
+
+def traced(net, params, d_in, where, train, good=None):
+    """Trace forward (or backward, with the cache of a forward with ``good`` params); return the output shape."""
+    x = jax.ShapeDtypeStruct((3, d_in), jnp.float32)
+    fwd = lambda p, xx: net.forward(p, xx, key=KEY, train=train)  # noqa: E731
+    if where == "forward":
+        return jax.eval_shape(fwd, params, x)[0].shape
+    y, cache = jax.eval_shape(fwd, params if good is None else good, x)
+    return jax.eval_shape(net.backward, params, cache, y)[1].shape
+
+
+def corrupt(p, how, pick):
+    """One leaf (or the container) of a layer's params dict made wrong in the way ``how`` says."""
+    k = sorted(p)[pick % len(p)]
+    s = p[k]
+    if how == "size":
+        return p | {k: jax.ShapeDtypeStruct(s.shape[:-1] + (s.shape[-1] + 1,), s.dtype)}
+    if how == "rank":
+        return p | {k: jax.ShapeDtypeStruct(s.shape + (1,), s.dtype)}
+    if how in ("float16", "int32"):
+        return p | {k: jax.ShapeDtypeStruct(s.shape, jnp.dtype(how))}
+    if how == "drop a key":
+        return {j: v for j, v in p.items() if j != k}
+    if how == "extra key":
+        return p | {"extra": s}
+    return tuple(p.values())  # "tuple"
+
+
+@SETTINGS
+@given(
+    spec=pieces,
+    d_in=st.integers(1, 4),
+    how=st.sampled_from(["size", "rank", "float16", "int32", "drop a key", "extra key", "tuple", "arrays"]),
+    pick=st.integers(0, 7),
+    where=st.sampled_from(["forward", "backward"]),
+    train=st.booleans(),
+)
+def test_params_of_the_wrong_structure_for_a_random_net(spec, d_in, how, pick, where, train):
+    """One layer's params made wrong: an fnnet error naming ``serial layer i`` and that layer's label."""
+    net, labels = build(spec)
+    good = jax.eval_shape(lambda k: net.init(k, (d_in,))[1], KEY)
+    wanted = WITHOUT_PARAMS if how == "arrays" else WITH_PARAMS
+    places = [i for i, (kind, _) in enumerate(spec) if kind in wanted]
+    if not places:
+        assert traced(net, good, d_in, where, train)[0] == 3  # nothing to corrupt: the net's own params work
+        return
+    i = places[pick % len(places)]
+    bad_leaf = {"W": jax.ShapeDtypeStruct((2, 2), jnp.float32)} if how == "arrays" else corrupt(good[i], how, pick)
+    bad = good[:i] + (bad_leaf,) + good[i + 1 :]
+    with pytest.raises(ERRORS, match=rf"serial layer {i}, {labels[i]}") as e:
+        traced(net, bad, d_in, where, train, good)
+    assert type(e.value) in ERRORS  # fnnet's own types, never a JAX/XLA error type
+
+
+@SETTINGS
+@given(
+    spec_a=pieces.map(lambda s: [p for p in s if p[0] != "tanh"] or [("dense", 2)]),
+    spec_b=pieces,
+    d_in=st.integers(1, 4),
+)
+def test_another_random_nets_params(spec_a, spec_b, d_in):
+    """Params of net B given to net A (no activations in A): they work exactly when their shapes are the
+    ones A's init makes, and are otherwise refused by serial or by a layer it names by position."""
+    net_a, _ = build(spec_a)
+    net_b, _ = build(spec_b)
+    want = jax.eval_shape(lambda k: net_a.init(k, (d_in,))[1], KEY)
+    try:
+        given_params = jax.eval_shape(lambda k: net_b.init(k, (d_in,))[1], KEY)
+    except ERRORS:  # B cannot even take this input; nothing to hand over
+        return
+    if jax.tree_util.tree_structure(given_params) == jax.tree_util.tree_structure(want) and all(
+        (a.shape, a.dtype) == (b.shape, b.dtype)
+        for a, b in zip(jax.tree_util.tree_leaves(given_params), jax.tree_util.tree_leaves(want))
+    ):
+        assert traced(net_a, given_params, d_in, "forward", False)[0] == 3
+        return
+    with pytest.raises(ERRORS, match=r"serial of \d+ layers needs params|serial layer \d+, "):
+        traced(net_a, given_params, d_in, "forward", False)
+
+
+# ----------------------------------------------------------------------------------------------
 # constructors: ValueError/TypeError naming the argument
 
 not_ints = st.one_of(
@@ -370,6 +471,36 @@ def test_normalization_arguments_of_the_wrong_type(value):
         fn.LayerNorm(eps=value)
     with pytest.raises(TypeError, match="LSTM needs forget_bias to be a real number"):
         fn.LSTM(2, forget_bias=value)
+
+
+INITIALIZER_ARGS = [(fn.Dense, "w_init"), (fn.Dense, "b_init"), (fn.Conv2D, "w_init"), (fn.Conv2D, "b_init"),
+                    (fn.RNN, "w_init"), (fn.RNN, "u_init"), (fn.RNN, "b_init"), (fn.LSTM, "w_init"),
+                    (fn.LSTM, "u_init")]  # fmt: skip
+FACTORIES = [fn.initializers.he_normal, fn.initializers.glorot_uniform, fn.initializers.orthogonal,
+             fn.initializers.zeros, fn.initializers.normal, jax.nn.initializers.lecun_normal]  # fmt: skip
+
+
+@SETTINGS
+@given(
+    where=st.sampled_from(INITIALIZER_ARGS),
+    value=st.sampled_from(sorted(fn.initializers.INITIALIZERS))
+    | st.text(max_size=8)
+    | st.integers()
+    | st.floats()
+    | st.booleans()
+    | st.sampled_from(FACTORIES)
+    | st.lists(st.integers(), max_size=2),
+)
+def test_initializer_arguments_that_are_not_initializers(where, value):
+    """A name, an uncalled factory or any non-callable: a TypeError at construction naming the argument."""
+    ctor, arg = where
+    match = rf"{ctor.__name__}\(2\) (needs|got) {arg}"
+    if isinstance(value, str) and value in fn.initializers.INITIALIZERS:
+        match += rf".*fn\.initializers\.get\('{value}'\)"
+    elif callable(value):
+        match += r".*which makes an initializer; call it"
+    with pytest.raises(TypeError, match=match):
+        ctor(2, **{arg: value})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,17 +1,32 @@
-"""Combinators that build Layers from Layers: ``serial`` and ``residual``."""
+"""Combinators that build Layers from Layers: ``serial`` and ``residual``.
+
+An error a child raises (its params do not fit, its input has the wrong shape) is re-raised with the
+child's place in front, of the same type: ``serial layer 2, Dense(10): params['b'] has shape (5,),
+expected (10,)``; ``residual branch, ...`` for the F of a residual. Nested combinators stack their
+prefixes, outermost first.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from fnnet.core import Array, Layer, ShapeError, shape_str
+from fnnet.core import Array, Layer, ShapeError, annotate, shape_str
 
 
 def _split(key: Array | None, n: int) -> list[Array | None]:
     return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def _inside(where: str, f: Callable, *args, **kwargs):
+    """``f(*args, **kwargs)``; a ValueError/TypeError (fnnet's errors included) gets ``where`` in front."""
+    try:
+        return f(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise annotate(e, f"{where}, ") from None
 
 
 def serial(*layers: Layer) -> Layer:
@@ -20,7 +35,10 @@ def serial(*layers: Layer) -> Layer:
     ``init`` and ``forward`` split their key among the children (as ``stax.serial`` does).
     Backward runs the children's rules in reverse, feeding each one's dx to the one before:
         dx_{i-1} = backward_i(params_i, cache_i, dx_i),   dx_n = dy.
-    Params, grads and caches are tuples with one entry per child.
+    Params, grads and caches are tuples with one entry per child. The rule is exact wherever each
+    child's is (the chain rule adds no assumption). Params that are not a tuple/list are a TypeError,
+    one of the wrong length a ValueError; a child's own error gets ``serial layer i, `` in front
+    (i counts from 0, as ``params[i]``), keeping its type.
     """
     if not layers:
         raise ValueError("serial needs at least one layer")
@@ -30,27 +48,33 @@ def serial(*layers: Layer) -> Layer:
                 f"serial got {type(layer).__name__} as layer {i}; pass Layers such as fn.Dense(64), "
                 f"and call constructors (fn.Relu(), not fn.Relu)"
             )
+    where = [f"serial layer {i}" for i in range(len(layers))]
 
     def check_params(params: Any, what: str = "params") -> None:
-        if not isinstance(params, (tuple, list)) or len(params) != len(layers):
-            got = f"{len(params)} entries" if isinstance(params, (tuple, list)) else type(params).__name__
+        if not isinstance(params, (tuple, list)):
+            raise TypeError(
+                f"serial of {len(layers)} layers needs {what} as a tuple with one entry per layer (as its init "
+                f"returns), got {type(params).__name__}"
+            )
+        if len(params) != len(layers):
             raise ValueError(
-                f"serial of {len(layers)} layers needs {what} with one entry per layer (as its init returns), got {got}"
+                f"serial of {len(layers)} layers needs {what} with one entry per layer (as its init returns), "
+                f"got {len(params)} entries"
             )
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         params = []
         shape = tuple(in_shape)
-        for layer, k in zip(layers, _split(key, len(layers))):
-            shape, p = layer.init(k, shape, dtype)
+        for i, (layer, k) in enumerate(zip(layers, _split(key, len(layers)))):
+            shape, p = _inside(where[i], layer.init, k, shape, dtype)
             params.append(p)
         return shape, tuple(params)
 
     def forward(params, x: Array, *, key=None, train=True):
         check_params(params)
         caches = []
-        for layer, p, k in zip(layers, params, _split(key, len(layers))):
-            x, c = layer.forward(p, x, key=k, train=train)
+        for i, (layer, p, k) in enumerate(zip(layers, params, _split(key, len(layers)))):
+            x, c = _inside(where[i], layer.forward, p, x, key=k, train=train)
             caches.append(c)
         return x, tuple(caches)
 
@@ -59,26 +83,37 @@ def serial(*layers: Layer) -> Layer:
         check_params(caches, "caches")
         grads = [None] * len(layers)
         for i in reversed(range(len(layers))):
-            grads[i], dy = layers[i].backward(params[i], caches[i], dy)
+            grads[i], dy = _inside(where[i], layers[i].backward, params[i], caches[i], dy)
         return tuple(grads), dy
 
     update_state = None
     if any(layer.update_state is not None for layer in layers):
 
         def update_state(params, caches):
+            check_params(params)
+            check_params(caches, "caches")
             return tuple(
-                p if layer.update_state is None else layer.update_state(p, c)
-                for layer, p, c in zip(layers, params, caches)
+                p if layer.update_state is None else _inside(w, layer.update_state, p, c)
+                for w, layer, p, c in zip(where, layers, params, caches)
             )
 
     return Layer(init, forward, backward, update_state)
 
 
 def residual(layer: Layer) -> Layer:
-    """y = x + F(x). Backward: dx = dy + dx_F, where (dθ, dx_F) = F.backward(θ, cache, dy)."""
+    """y = x + F(x). Backward: dx = dy + dx_F, where (dθ, dx_F) = F.backward(θ, cache, dy).
+
+    Exact wherever F's rule is. Params are F's own; an error F raises gets ``residual branch, `` in
+    front, keeping its type.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(
+            f"residual got {type(layer).__name__}; pass a Layer such as fn.Dense(64) (a called constructor)"
+        )
+    where = "residual branch"
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
-        out_shape, params = layer.init(key, in_shape, dtype)
+        out_shape, params = _inside(where, layer.init, key, in_shape, dtype)
         if tuple(out_shape) != tuple(in_shape):
             raise ShapeError(
                 f"residual needs F to keep the shape, but F maps {shape_str(in_shape)} to {shape_str(out_shape)}"
@@ -86,7 +121,7 @@ def residual(layer: Layer) -> Layer:
         return tuple(in_shape), params
 
     def forward(params, x: Array, *, key=None, train=True):
-        fx, cache = layer.forward(params, x, key=key, train=train)
+        fx, cache = _inside(where, layer.forward, params, x, key=key, train=train)
         if fx.shape != x.shape:
             raise ShapeError(
                 f"residual needs F to keep the shape, but F maps {shape_str(x.shape)} to {shape_str(fx.shape)}"
@@ -94,7 +129,13 @@ def residual(layer: Layer) -> Layer:
         return x + fx, cache
 
     def backward(params, cache, dy: Array):
-        dparams, dx = layer.backward(params, cache, dy)
+        dparams, dx = _inside(where, layer.backward, params, cache, dy)
         return dparams, dy + dx
 
-    return Layer(init, forward, backward, layer.update_state)
+    update_state = None
+    if layer.update_state is not None:
+
+        def update_state(params, cache):
+            return _inside(where, layer.update_state, params, cache)
+
+    return Layer(init, forward, backward, update_state)

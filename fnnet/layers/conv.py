@@ -17,9 +17,10 @@ Backward, with dy of the shape of y:
 Both rules are written with ``lax.conv_general_dilated``; no autodiff is used.
 
 References: Dumoulin & Visin 2016, "A guide to convolution arithmetic for deep learning", sec. 2-5
-(output sizes, transposed convolution as the gradient); the texts' toy case (shared/references
-000, section "Backpropagation and convnets": a 3×3 input, a 2×2 filter, every weight touches every
-output pixel) is reproduced in tests/test_conv.py.
+(output sizes, transposed convolution as the gradient); A. Gulli, A. Kapoor, S. Pal, *Deep Learning
+with TensorFlow 2 and Keras*, 2nd ed., Packt, 2019, chapter "The Math Behind Deep Learning", section
+"Thinking about backpropagation and convnets" (the toy case of a 3×3 input and a 2×2 filter, where every weight
+touches every output pixel, reproduced in fnnet's tests).
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnnet import initializers
-from fnnet.core import Array, Layer, ShapeError, check_dtype_match, check_input, check_param_dtype, is_int, shape_str
+from fnnet.core import (
+    Array,
+    Layer,
+    ShapeError,
+    check_dtype_match,
+    check_input,
+    check_param_dtype,
+    check_params,
+    is_int,
+    shape_str,
+)
 
 Pair = tuple[int, int]
 Padding = str | int | Pair | tuple[Pair, Pair]
@@ -100,6 +111,16 @@ def Conv2D(
 
     Backward (module docstring for indices): dW = x ⋆ dy (correlation, dy dilated by the stride),
     dx = dy (dilated by the stride, fully padded) ⊛ flip(W)ᵀ, db = Σ_{b, i, j} dy.
+
+    Domain: linear in x and in (W, b), so the rule is exact for every padding, stride and dilation
+    (rounding aside), including the boundaries: input rows that no window reaches (a stride that does
+    not divide the input) get dx = 0; padding wider than the dilated kernel (lo ≥ k_eff, windows of
+    padding only) makes the dx padding negative, a crop; SAME pads as TensorFlow (the odd pixel after).
+    Zero padding only (no reflect/circular modes).
+
+    Params: ``{"W": (kh, kw, C_in, out_channels), "b": (out_channels,)}`` (no ``"b"`` with
+    ``use_bias=False``), one floating dtype; anything else is refused while tracing, naming the leaf.
+    ``w_init``/``b_init`` are initializer functions (a name or an uncalled factory is a TypeError).
     """
     if not is_int(out_channels) or out_channels <= 0:
         raise ValueError(f"Conv2D needs a positive integer out_channels, got {out_channels!r}")
@@ -109,8 +130,11 @@ def Conv2D(
     strides = as_pair(name, "stride", stride)
     dil = as_pair(name, "dilation", dilation)
     pad_spec = normalize_padding(name, padding)
-    w_init = w_init or initializers.glorot_normal()
-    b_init = b_init or initializers.zeros()
+    w_init = initializers.resolve(name, "w_init", w_init, initializers.glorot_normal())
+    b_init = initializers.resolve(name, "b_init", b_init, initializers.zeros())
+    spec = {"W": kernel + ("C_in", out_channels)}
+    if use_bias:
+        spec["b"] = (out_channels,)
 
     def geometry(in_hw: Pair) -> tuple[tuple[Pair, Pair], Pair]:
         pads = explicit_pads(in_hw, kernel, strides, dil, pad_spec)
@@ -128,13 +152,14 @@ def Conv2D(
         check_param_dtype(name, dtype)
         _, outs = geometry(tuple(in_shape[:2]))
         k_w, k_b = jax.random.split(key)
-        params = {"W": w_init(k_w, kernel + (in_shape[2], out_channels), dtype)}
+        params = {"W": initializers.draw(name, "w_init", w_init, k_w, kernel + (in_shape[2], out_channels), dtype)}
         if use_bias:
-            params["b"] = b_init(k_b, (out_channels,), dtype)
+            params["b"] = initializers.draw(name, "b_init", b_init, k_b, (out_channels,), dtype)
         return outs + (out_channels,), params
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
+        check_params(name, params, spec)
         W = params["W"]
         check_input(name, x, (None, None, W.shape[2]))
         check_dtype_match(name, x, W)
@@ -145,6 +170,7 @@ def Conv2D(
         return y, x
 
     def backward(params, x: Array, dy: Array):
+        check_params(name, params, spec)
         W = params["W"]
         pads, outs = geometry(x.shape[1:3])
         k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]

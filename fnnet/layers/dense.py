@@ -15,7 +15,9 @@ from fnnet.core import (
     ShapeError,
     check_dtype_match,
     check_input,
+    check_no_params,
     check_param_dtype,
+    check_params,
     is_int,
     prod,
     shape_str,
@@ -33,17 +35,26 @@ def Dense(
     """y = x W + b, with x: (..., d_in), W: (d_in, out_dim), b: (out_dim,).
 
     Leading axes of ``x`` beyond the last are all batch-like (e.g. (B, T, d_in) works).
-    Default init: W ~ Glorot normal (as ``stax.Dense``), b = 0.
+    Default init: W ~ Glorot normal (as ``stax.Dense``), b = 0. ``w_init``/``b_init`` are initializer
+    functions such as ``fn.initializers.he_normal()`` (a name or an uncalled factory is a TypeError).
 
     Backward, with X and dY flattened to rows (n, d_in) and (n, out_dim):
         dW = Xᵀ dY,   db = Σ_rows dY,   dx = dY Wᵀ.
+
+    Domain: the map is linear in x and in (W, b), so the rule is exact everywhere (no kinks, no
+    division); it differs from ``jax.grad`` only by the rounding of the sums (their order).
+
+    Params: ``{"W": (d_in, out_dim), "b": (out_dim,)}`` (no ``"b"`` with ``use_bias=False``), one
+    floating dtype. Anything else (another net's params, a bias of the wrong length, missing or extra
+    keys) is refused while tracing, naming the layer and the leaf: TypeError/ValueError/ShapeError/DTypeError.
     """
     if not is_int(out_dim) or out_dim <= 0:
         raise ValueError(f"Dense needs a positive integer out_dim, got {out_dim!r}")
     out_dim = int(out_dim)
-    w_init = w_init or initializers.glorot_normal()
-    b_init = b_init or initializers.zeros()
     name = f"Dense({out_dim})"
+    w_init = initializers.resolve(name, "w_init", w_init, initializers.glorot_normal())
+    b_init = initializers.resolve(name, "b_init", b_init, initializers.zeros())
+    spec = {"W": ("d_in", out_dim), "b": (out_dim,)} if use_bias else {"W": ("d_in", out_dim)}
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         if len(in_shape) < 1:
@@ -51,13 +62,14 @@ def Dense(
         check_param_dtype(name, dtype)
         k_w, k_b = jax.random.split(key)
         d_in = in_shape[-1]
-        params = {"W": w_init(k_w, (d_in, out_dim), dtype)}
+        params = {"W": initializers.draw(name, "w_init", w_init, k_w, (d_in, out_dim), dtype)}
         if use_bias:
-            params["b"] = b_init(k_b, (out_dim,), dtype)
+            params["b"] = initializers.draw(name, "b_init", b_init, k_b, (out_dim,), dtype)
         return tuple(in_shape[:-1]) + (out_dim,), params
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
+        check_params(name, params, spec)
         W = params["W"]
         check_input(name, x, (W.shape[0],), leading="...")
         check_dtype_match(name, x, W)
@@ -67,6 +79,7 @@ def Dense(
         return y, x
 
     def backward(params, x: Array, dy: Array):
+        check_params(name, params, spec)
         W = params["W"]
         rows_x = jnp.reshape(x, (-1, W.shape[0]))
         rows_dy = jnp.reshape(dy, (-1, out_dim))
@@ -123,20 +136,25 @@ def transpose_for_matmul(x: Array, after: Array) -> Array:
 
 
 def Flatten() -> Layer:
-    """(B, d1, d2, ...) -> (B, d1·d2·...). Backward: dx = reshape(dy, x.shape)."""
+    """(B, d1, d2, ...) -> (B, d1·d2·...). Backward: dx = reshape(dy, x.shape), exact everywhere.
+
+    No parameters: params must be ``()`` (anything holding arrays is a ValueError naming the layer).
+    """
+    name = "Flatten()"
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         del key, dtype
         return (prod(tuple(in_shape)),), ()
 
     def forward(params, x: Array, *, key=None, train=True):
-        del params, key, train
+        del key, train
+        check_no_params(name, params)
         if jnp.ndim(x) < 1:
-            raise ShapeError(f"Flatten needs a batch axis, got a scalar of shape {shape_str(jnp.shape(x))}")
+            raise ShapeError(f"{name} needs a batch axis, got a scalar of shape {shape_str(jnp.shape(x))}")
         return jnp.reshape(x, (x.shape[0], -1)), shape_token(x.shape[1:], x.dtype)
 
     def backward(params, token: Array, dy: Array):
-        del params
+        check_no_params(name, params)
         return (), jnp.reshape(dy, (dy.shape[0],) + token_shape(token))
 
     return Layer(init, forward, backward)

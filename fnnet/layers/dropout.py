@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.core import Array, Layer, check_float
+from fnnet.core import Array, Layer, check_float, check_no_params
 
 
 def Dropout(rate: float) -> Layer:
@@ -31,6 +31,13 @@ def Dropout(rate: float) -> Layer:
     No parameters.
 
     Backward reuses the mask: dx = m ⊙ dy / (1 − rate) in training, dx = dy in evaluation.
+
+    Domain: given the mask, y is linear in x, so the rule is the exact VJP of the forward *with that
+    mask* (the mask is drawn from ``key``, not from x: ``jax.grad`` of the forward with the same key
+    agrees). The mask is m_i = [u_i < 1 − rate] with u_i ~ U[0, 1) drawn in float32 whatever x's
+    dtype, so one key gives one mask in every dtype. ``rate = 0``: u < 1 always, every unit is kept,
+    y = x / 1 = x exactly and dx = dy. A NaN or Inf in a dropped unit becomes 0 (``where``, not a
+    product). No parameters: params must be ``()`` (arrays are a ValueError naming the layer).
     """
     real = not isinstance(rate, (bool, np.bool_)) and isinstance(rate, (int, float, np.integer, np.floating))
     if not real or not 0 <= rate < 1:  # also refuses NaN
@@ -46,7 +53,7 @@ def Dropout(rate: float) -> Layer:
         return tuple(in_shape), ()
 
     def forward(params, x: Array, *, key=None, train=True):
-        del params
+        check_no_params(name, params)
         check_float(name, x)
         if not train:
             return x, ()
@@ -60,7 +67,7 @@ def Dropout(rate: float) -> Layer:
         return jnp.where(mask, x / keep, jnp.zeros((), x.dtype)), mask
 
     def backward(params, mask, dy: Array):
-        del params
+        check_no_params(name, params)
         if isinstance(mask, tuple):  # evaluation: the identity
             return (), dy
         return (), jnp.where(mask, dy / keep, jnp.zeros((), dy.dtype))

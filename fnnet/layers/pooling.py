@@ -8,12 +8,24 @@ x[b, i·s_h + p, j·s_w + q, c] for p < k_h, q < k_w, numbered n = p·k_w + q (r
   **Tie rule**: when several pixels of a window share the maximum, the *first* of them in row-major
   window order (top row first, left to right within a row — the order of ``jnp.argmax``) receives the
   whole gradient and the others receive 0. The forward selects its value with that same index, so
-  ``jax.grad`` of this forward follows the same rule (``jax.grad`` of ``jnp.max`` would instead split
-  a tie evenly). Overlapping windows (stride < window) add up at a pixel that is the max of several.
+  ``jax.grad`` of this forward follows the same rule. ``jax.grad`` of ``lax.reduce_window`` with
+  ``lax.max`` (what ``stax.MaxPool`` and flax use) also gives a tie wholly to the first max in
+  row-major order, as measured and pinned by fnnet's tests; ``jax.grad`` of ``jnp.max`` over a window
+  instead splits a tie evenly. Overlapping windows (stride < window) add up at a pixel that is the
+  max of several.
+  **Boundaries of the rule**: a NaN in a window is its maximum (``jnp.argmax`` picks the first NaN),
+  so y is NaN and the gradient goes to the first NaN (``jax.grad`` of ``reduce_window`` max need not
+  agree: on CPU it was measured to send it to a non-NaN pixel). A window whose real pixels are all
+  −∞ ties with its −∞ padding ('SAME'); the gradient then goes to the window's first pixel, which
+  may be padding, and is dropped — as with ``reduce_window``. Away from ties and NaN the max is
+  locally linear and the rule is exact.
 * AvgPool:  y[b,i,j,c] = (1/N_ij) Σ_n window_n.   Backward spreads each dy evenly:
   dx[b, i·s_h + p, j·s_w + q, c] += dy[b,i,j,c] / N_ij for every pixel of the window.
   N_ij counts the *real* (unpadded) pixels of the window: k_h·k_w with 'VALID', fewer at the borders
   with 'SAME' (as ``stax.AvgPool`` and TensorFlow; PyTorch's default ``count_include_pad=True`` differs).
+  Linear in x, so the rule is exact everywhere (rounding aside).
+
+Neither layer has parameters: params must be ``()`` (arrays are refused with a ValueError naming the layer).
 
 Padding is 'VALID' (none) or 'SAME' (H' = ⌈H/s⌉, TensorFlow's split); MaxPool pads with −∞.
 """
@@ -26,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet.core import Array, Layer, ShapeError, check_input, shape_str, shape_token, token_shape
+from fnnet.core import Array, Layer, ShapeError, check_input, check_no_params, shape_str, shape_token, token_shape
 from fnnet.layers.conv import Pair, as_pair, explicit_pads, out_size
 
 
@@ -97,7 +109,8 @@ def _make(kind: str, window_shape: int | Pair, stride: int | Pair | None, paddin
         _, outs = _geometry(name, tuple(in_shape[:2]), window, strides, padding)
         return outs + (in_shape[2],), ()
 
-    def prepare(x: Array, fill: float):
+    def prepare(params, x: Array, fill: float):
+        check_no_params(name, params)
         check_input(name, x, (None, None, None))
         pads, outs = _geometry(name, x.shape[1:3], window, strides, padding)
         xp = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), constant_values=fill)
@@ -110,19 +123,20 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
     """y = max over each k_h × k_w window (stride defaults to the window). (B, H, W, C) -> (B, H', W', C).
 
     Backward: dx gets dy at the arg-max of each window, 0 elsewhere; ties go wholly to the first max in
-    row-major window order (module docstring).
+    row-major window order, as with ``jax.grad`` of ``lax.reduce_window`` max; NaN and all-−∞ windows
+    are described in the module docstring.
     """
     name, window, strides, padding, init, prepare = _make("MaxPool", window_shape, stride, padding)
 
     def forward(params, x: Array, *, key=None, train=True):
-        del params, key, train
-        win, _ = prepare(x, -jnp.inf)
+        del key, train
+        win, _ = prepare(params, x, -jnp.inf)
         idx = jnp.argmax(win, axis=3)  # first max in row-major window order
         y = jnp.sum(jnp.where(_onehot(idx, window), win, jnp.zeros((), win.dtype)), axis=3)
         return y, (idx, shape_token(x.shape, x.dtype))
 
     def backward(params, cache, dy: Array):
-        del params
+        check_no_params(name, params)
         idx, token = cache
         x_shape = token_shape(token)
         pads, _ = _geometry(name, x_shape[1:3], window, strides, padding)
@@ -154,13 +168,13 @@ def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         return jnp.asarray(n, dtype).reshape((1,) + tuple(outs) + (1,)), pads
 
     def forward(params, x: Array, *, key=None, train=True):
-        del params, key, train
-        win, _ = prepare(x, 0.0)
+        del key, train
+        win, _ = prepare(params, x, 0.0)
         n, _ = counts(x.shape[1:3], x.dtype)
         return jnp.sum(win, axis=3) / n, shape_token(x.shape, x.dtype)
 
     def backward(params, token: Array, dy: Array):
-        del params
+        check_no_params(name, params)
         x_shape = token_shape(token)
         n, pads = counts(x_shape[1:3], dy.dtype)
         share = dy / n

@@ -6,18 +6,31 @@ state from the future and sums the gradients of the shared W, U, b over the step
 ``return_sequences=True`` returns every hidden state (B, T, H); False (the default, as in Keras)
 only the last one, h_T: (B, H).
 
+The domain of the hand-written rules (what they assume):
+
+* **Return modes.** With ``return_sequences=True`` the cotangent dy is (B, T, H), one per step, and
+  enters every step of the reverse scan; with False it is (B, H), the cotangent of h_T alone, and
+  enters at t = T only (the per-step cotangents are 0). Both are exact VJPs of their forward.
+* **State.** h_0 = 0 (and c_0 = 0) are constants, not inputs: no gradient flows to them, and the
+  reverse scan starts with δ_T = 0 (sequences) or δ_T = dy (last state). T ≥ 1 is required.
+* **Kinks.** The rules use the activation's own backward (φ' from its cache), so at a kink they
+  follow its convention (relu'(0) = 0); ``jax.grad`` of the forward agrees, the forward being written
+  with the same masks. Elsewhere (tanh, sigmoid, LSTM gates) every function is smooth: exact.
+
 :func:`hidden_jacobian_norms` gives ‖∂h_T/∂h_k‖ for every k from the same backward recursion, to
 plot vanishing and exploding gradients over time.
 
 References: Elman 1990 (the simple recurrent network); Werbos 1990 (BPTT); Hochreiter &
 Schmidhuber 1997 and Gers et al. 2000 (LSTM with forget gate); Pascanu et al. 2013, eq. 3-7
 (∂h_T/∂h_k as a product of Jacobians; vanishing and exploding gradients); Jozefowicz et al. 2015
-(forget-gate bias 1); the texts' remark that LSTM/GRU cure vanishing gradients (shared/references
-000, "vanishing and exploding gradients").
+(forget-gate bias 1); A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Keras*,
+2nd ed., Packt, 2019, chapter "The Math Behind Deep Learning", section "Thinking about backpropagation
+and RNNs" (vanishing and exploding gradients; the remark that LSTMs and GRUs deal with the former).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
@@ -33,6 +46,7 @@ from fnnet.core import (
     check_dtype_match,
     check_float,
     check_param_dtype,
+    check_params,
     check_real,
     is_int,
     shape_str,
@@ -124,29 +138,34 @@ def RNN(
     Backward (BPTT), a reverse scan t = T..1 carrying δ_t = ∂L/∂h_t from the future:
         g_t = dy_t + δ_t,   da_t = φ'(a_t) ⊙ g_t,   δ_{t−1} = da_t Uᵀ,   dx_t = da_t Wᵀ,
         dW = Σ_t x_tᵀ da_t,   dU = Σ_t h_{t−1}ᵀ da_t,   db = Σ_t Σ_batch da_t,
-    with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy).
+    with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy). Domain: the module docstring.
+
+    Params: ``{"W": (d_in, H), "U": (H, H), "b": (H,)}``, one floating dtype; anything else is refused
+    while tracing, naming the leaf. ``w_init``/``u_init``/``b_init`` are initializer functions.
     """
     if not is_int(hidden_dim) or hidden_dim <= 0:
         raise ValueError(f"RNN needs a positive integer hidden_dim, got {hidden_dim!r}")
     hidden_dim = int(hidden_dim)
     name = f"RNN({hidden_dim})"
     act_fwd, act_bwd = _activation(name, activation)
-    w_init = w_init or initializers.glorot_uniform()
-    u_init = u_init or initializers.orthogonal()
-    b_init = b_init or initializers.zeros()
+    w_init = initializers.resolve(name, "w_init", w_init, initializers.glorot_uniform())
+    u_init = initializers.resolve(name, "u_init", u_init, initializers.orthogonal())
+    b_init = initializers.resolve(name, "b_init", b_init, initializers.zeros())
+    spec = {"W": ("d_in", hidden_dim), "U": (hidden_dim, hidden_dim), "b": (hidden_dim,)}
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         T, d_in = _init_shapes(name, in_shape, dtype)
         k_w, k_u, k_b = jax.random.split(key, 3)
         params = {
-            "W": w_init(k_w, (d_in, hidden_dim), dtype),
-            "U": u_init(k_u, (hidden_dim, hidden_dim), dtype),
-            "b": b_init(k_b, (hidden_dim,), dtype),
+            "W": initializers.draw(name, "w_init", w_init, k_w, (d_in, hidden_dim), dtype),
+            "U": initializers.draw(name, "u_init", u_init, k_u, (hidden_dim, hidden_dim), dtype),
+            "b": initializers.draw(name, "b_init", b_init, k_b, (hidden_dim,), dtype),
         }
         return ((T, hidden_dim) if return_sequences else (hidden_dim,)), params
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
+        check_params(name, params, spec)
         _check_sequence(name, x, params["W"])
         xs = jnp.swapaxes(x, 0, 1)
         hs, acts = _rnn_scan(params, xs, act_fwd)
@@ -154,6 +173,7 @@ def RNN(
         return y, {"x": xs, "h": hs, "act": acts}
 
     def backward(params, cache, dy: Array):
+        check_params(name, params, spec)
         W, U = params["W"], params["U"]
         xs, hs = cache["x"], cache["h"]
         dys, delta_T = _step_cotangents(dy, hs, return_sequences)
@@ -231,6 +251,11 @@ def LSTM(
         dz = [g_c ⊙ g ⊙ i(1−i),  g_c ⊙ c_{t−1} ⊙ f(1−f),  g_c ⊙ i ⊙ (1−g²),  g_h ⊙ tanh c_t ⊙ o(1−o)],
         δh ← dz Uᵀ,   δc ← g_c ⊙ f,   dx_t = dz Wᵀ,
         dW = Σ_t x_tᵀ dz_t,   dU = Σ_t h_{t−1}ᵀ dz_t,   db = Σ_t Σ_batch dz_t.
+    Every gate is smooth, so the rule is exact for every input; return modes and state: the module
+    docstring.
+
+    Params: ``{"W": (d_in, 4H), "U": (H, 4H), "b": (4H,)}``, one floating dtype; anything else is
+    refused while tracing, naming the leaf. ``w_init``/``u_init`` are initializer functions.
     """
     if not is_int(hidden_dim) or hidden_dim <= 0:
         raise ValueError(f"LSTM needs a positive integer hidden_dim, got {hidden_dim!r}")
@@ -239,18 +264,24 @@ def LSTM(
         raise ValueError(f"LSTM needs a finite forget_bias, got {forget_bias!r}")
     name = f"LSTM({hidden_dim})"
     H = hidden_dim
-    w_init = w_init or initializers.glorot_uniform()
-    u_init = u_init or initializers.orthogonal()
+    w_init = initializers.resolve(name, "w_init", w_init, initializers.glorot_uniform())
+    u_init = initializers.resolve(name, "u_init", u_init, initializers.orthogonal())
+    spec = {"W": ("d_in", 4 * H), "U": (H, 4 * H), "b": (4 * H,)}
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         T, d_in = _init_shapes(name, in_shape, dtype)
         k_w, k_u = jax.random.split(key)
         b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(forget_bias)
-        params = {"W": w_init(k_w, (d_in, 4 * H), dtype), "U": u_init(k_u, (H, 4 * H), dtype), "b": b}
+        params = {
+            "W": initializers.draw(name, "w_init", w_init, k_w, (d_in, 4 * H), dtype),
+            "U": initializers.draw(name, "u_init", u_init, k_u, (H, 4 * H), dtype),
+            "b": b,
+        }
         return ((T, H) if return_sequences else (H,)), params
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
+        check_params(name, params, spec)
         _check_sequence(name, x, params["W"])
         xs = jnp.swapaxes(x, 0, 1)
         hs, cs, gates = _lstm_scan(params, xs)
@@ -258,6 +289,7 @@ def LSTM(
         return y, {"x": xs, "h": hs, "c": cs, "gates": gates}
 
     def backward(params, cache, dy: Array):
+        check_params(name, params, spec)
         W, U = params["W"], params["U"]
         xs, hs, cs = cache["x"], cache["h"], cache["c"]
         dys, dh_T = _step_cotangents(dy, hs, return_sequences)
@@ -294,6 +326,9 @@ def hidden_jacobian_norms(
         LSTM:  (G_{k−1}, C_{k−1}) = one step of the LSTM's BPTT from (G_k, C_k), (G_T, C_T) = (I, 0),
                so ∂h_T/∂h_k is taken with c_k held fixed (the state is the pair (h_k, c_k)).
     """
+    name = "hidden_jacobian_norms"
+    if not isinstance(params, Mapping) or "U" not in params or jnp.ndim(params["U"]) != 2:
+        check_params(name, params, {"W": ("d_in", "H"), "U": ("H", "H"), "b": ("H",)})  # raises, naming it
     U = params["U"]
     H = U.shape[0]
     is_lstm = U.shape[1] == 4 * H
@@ -302,9 +337,9 @@ def hidden_jacobian_norms(
             f"hidden_jacobian_norms needs RNN or LSTM params (U of shape (H, H) or (H, 4H)), "
             f"got U of shape {shape_str(U.shape)}"
         )
+    check_params(name, params, {"W": ("d_in", U.shape[1]), "U": (H, U.shape[1]), "b": (U.shape[1],)})
     if ord not in ("fro", 2):
         raise ValueError(f"hidden_jacobian_norms ord must be 'fro' or 2, got {ord!r}")
-    name = "hidden_jacobian_norms"
     _check_sequence(name, x, params["W"])
     xs = jnp.swapaxes(x, 0, 1)
     G_T = jnp.broadcast_to(jnp.eye(H, dtype=jnp.result_type(xs, U)), (x.shape[0], H, H))
