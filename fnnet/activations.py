@@ -7,12 +7,25 @@ Every activation ``f`` comes as three functions::
     f_backward(cache, dy) -> dx        the hand-written vector-Jacobian product
 
 and a Layer constructor (``Sigmoid()``, ``LeakyRelu(0.2)``, ...). :func:`derivative` gives f'(x)
-elementwise from the rule (dy = 1). Kinks are pinned as in ``jax.nn``: relu'(0) = 0 and
-leaky_relu'(0) = 1.
+elementwise from the rule (dy = 1).
 
-References: the derivative table of the texts (shared/references 000, "activation functions and
-their derivatives"; 002, section on backpropagation); Hendrycks & Gimpel 2016 (GELU, eq. 1-2);
-Ramachandran et al. 2017 (swish).
+Contracts every activation keeps (each rule's docstring says where it is exact and what it assumes;
+``tests/test_rule_domains.py`` probes each boundary against ``jax.grad`` of the very forward below):
+
+* **Kinks** are pinned as in ``jax.nn``: relu'(0) = 0 and leaky_relu'(0) = 1, and ``jax.grad`` of fnnet's
+  own forward gives the same values (the forwards are written with ``jnp.where`` on a comparison, never
+  ``jnp.maximum``, whose gradient at a tie is ½).
+* **NaN propagates**: a NaN input gives a NaN output, as in ``jax.nn`` (a NaN weight must not hide behind
+  a finite loss). At a NaN input each rule returns what ``jax.grad`` of fnnet's forward returns there.
+* **±∞ and overflow**: where f and f' have finite limits, the value and the rule give them (e.g.
+  gelu(−∞) = 0, gelu'(+∞) = 1) instead of the inf · 0 = NaN of the naive formula, and so does
+  ``jax.grad`` of the forward.
+
+References: A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Keras*, 2nd ed., Packt,
+2019, chapter "The Math Behind Deep Learning" (activation functions and their derivatives); "ML Math
+Derivations (19): Neural Networks and Backpropagation" (an online series, chapter 19, backpropagation);
+D. Hendrycks, K. Gimpel, "Gaussian Error Linear Units (GELUs)", 2016, eq. 1-2; P. Ramachandran,
+B. Zoph, Q. V. Le, "Searching for Activation Functions", 2017 (swish).
 """
 
 from __future__ import annotations
@@ -25,14 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet.core import Array, Layer, ShapeError, check_float
+from fnnet.core import Array, Layer, ShapeError, check_float, check_no_params
 
 # ----------------------------------------------------------------------------------------------
 # sigmoid
 
 
 def sigmoid(x: Array) -> Array:
-    """σ(x) = 1 / (1 + e^{-x}), computed without overflow for large |x|."""
+    """σ(x) = 1 / (1 + e^{-x}), computed without overflow for large |x|; σ(NaN) = NaN."""
     return jax.nn.sigmoid(x)
 
 
@@ -42,7 +55,12 @@ def sigmoid_forward(x: Array) -> tuple[Array, Array]:
 
 
 def sigmoid_backward(y: Array, dy: Array) -> Array:
-    """dx = dy · σ(x)(1 − σ(x)) = dy · y(1 − y); at most 1/4, reached at x = 0."""
+    """dx = dy · σ(x)(1 − σ(x)) = dy · y(1 − y); at most 1/4, reached at x = 0.
+
+    Exact for any x given the rounded output y, which is also what ``jax.grad`` of ``lax.logistic``
+    computes. Where y rounds to 1 (x ≳ 17 in float32) the rule gives 0 while σ'(x) ≈ e^{−x} is below the
+    dtype's eps: the absolute error is under one rounding of y. σ'(±∞) = 0; σ'(NaN) = NaN.
+    """
     return dy * y * (1 - y)
 
 
@@ -51,7 +69,7 @@ def sigmoid_backward(y: Array, dy: Array) -> Array:
 
 
 def tanh(x: Array) -> Array:
-    """tanh(x) = (e^x − e^{-x}) / (e^x + e^{-x})."""
+    """tanh(x) = (e^x − e^{-x}) / (e^x + e^{-x}); tanh(NaN) = NaN."""
     return jnp.tanh(x)
 
 
@@ -61,7 +79,11 @@ def tanh_forward(x: Array) -> tuple[Array, Array]:
 
 
 def tanh_backward(y: Array, dy: Array) -> Array:
-    """dx = dy · (1 − tanh²(x)) = dy · (1 − y²)."""
+    """dx = dy · (1 − tanh²(x)) = dy · (1 − y²).
+
+    From the output, as ``jax.grad`` of ``jnp.tanh``: where y rounds to ±1 (|x| ≳ 9 in float32) the rule
+    gives 0 and the true derivative is below the dtype's eps. tanh'(±∞) = 0; tanh'(NaN) = NaN.
+    """
     return dy * (1 - y * y)
 
 
@@ -70,17 +92,26 @@ def tanh_backward(y: Array, dy: Array) -> Array:
 
 
 def relu(x: Array) -> Array:
-    """max(x, 0)."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    """max(x, 0), with relu(NaN) = NaN.
+
+    Written ``where(not x <= 0, x, 0)``: a NaN fails ``x <= 0`` and takes the identity branch, so it
+    propagates (``where(x > 0, x, 0)`` would map it to 0), and ``jax.grad`` of this form is 0 at the kink
+    (``jnp.maximum(x, 0)`` would give ½ there).
+    """
+    return jnp.where(~(x <= 0), x, jnp.zeros_like(x))
 
 
 def relu_forward(x: Array) -> tuple[Array, Array]:
-    mask = x > 0
-    return jnp.where(mask, x, jnp.zeros_like(x)), mask  # a boolean mask, 1 byte per element
+    mask = ~(x <= 0)  # x > 0, or x is NaN: a boolean mask, 1 byte per element
+    return jnp.where(mask, x, jnp.zeros_like(x)), mask
 
 
 def relu_backward(mask: Array, dy: Array) -> Array:
-    """dx = dy · 1[x > 0]. At the kink relu'(0) = 0, as in ``jax.nn.relu``."""
+    """dx = dy · 1[x > 0]. At the kink relu'(0) = 0, as in ``jax.nn.relu``.
+
+    Exact for any x, ±∞ included (relu'(−∞) = 0, relu'(+∞) = 1). At x = NaN the rule passes dy through
+    (relu'(NaN) = 1), which is what ``jax.grad`` of fnnet's forward gives: the NaN takes the identity branch.
+    """
     return jnp.where(mask, dy, jnp.zeros_like(dy))
 
 
@@ -89,18 +120,52 @@ def relu_backward(mask: Array, dy: Array) -> Array:
 
 
 def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
-    """x for x ≥ 0, αx otherwise."""
-    return jnp.where(x >= 0, x, alpha * x)
+    """x for x ≥ 0, αx otherwise; NaN propagates (it fails x ≥ 0 and α · NaN = NaN).
+
+    With α = 0 the value at −∞ is 0 (as relu), not 0 · (−∞) = NaN.
+    """
+    return jnp.where(x >= 0, x, alpha * _finite_at_minus_inf(x, alpha))
+
+
+def _finite_at_minus_inf(x: Array, alpha: float) -> Array:
+    """x, except 0 at x = −∞ when α = 0, so α·x there is 0 and its gradient 0 (not NaN)."""
+    return jnp.where((x == -jnp.inf) & (alpha == 0), jnp.zeros_like(x), x)
 
 
 def leaky_relu_forward(x: Array, alpha: float = 0.01) -> tuple[Array, Array]:
     mask = x >= 0
-    return jnp.where(mask, x, alpha * x), mask
+    return leaky_relu(x, alpha), mask
 
 
 def leaky_relu_backward(mask: Array, dy: Array, alpha: float = 0.01) -> Array:
-    """dx = dy · (1 if x ≥ 0 else α). At the kink leaky_relu'(0) = 1, as in ``jax.nn.leaky_relu``."""
+    """dx = dy · (1 if x ≥ 0 else α). At the kink leaky_relu'(0) = 1, as in ``jax.nn.leaky_relu``.
+
+    Exact for any x, ±∞ included. At x = NaN the rule gives dy · α, which is what ``jax.grad`` of fnnet's
+    forward gives (the NaN fails x ≥ 0 and takes the αx branch).
+    """
     return jnp.where(mask, dy, alpha * dy)
+
+
+# ----------------------------------------------------------------------------------------------
+# the gated forms x·g(x) (gelu, swish) at ±∞
+
+
+def _gated(formula: Callable[[Array], Array], x: Array) -> Array:
+    """formula(x) = x·g(x) at finite x, where g(−∞) = 0 and g(+∞) = 1: so f(−∞) = 0, f(+∞) = +∞.
+
+    The formula would give inf · 0 = NaN at −∞; a "double where" hands it 0 at ±∞ instead, so neither the
+    value nor ``jax.grad`` of this forward (0 at −∞, 1 at +∞) sees the NaN. NaN inputs pass through.
+    """
+    inf = jnp.isinf(x)
+    y = formula(jnp.where(inf, jnp.zeros_like(x), x))
+    return jnp.where(x == jnp.inf, x, jnp.where(inf, jnp.zeros_like(x), y))
+
+
+def _gated_slope(slope: Callable[[Array], Array], x: Array) -> Array:
+    """slope(x) at finite x; the limits f'(−∞) = 0 and f'(+∞) = 1 of a gated form at ±∞ (see :func:`_gated`)."""
+    inf = jnp.isinf(x)
+    d = slope(jnp.where(inf, jnp.zeros_like(x), x))
+    return jnp.where(x == jnp.inf, jnp.ones_like(x), jnp.where(inf, jnp.zeros_like(x), d))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,18 +173,28 @@ def leaky_relu_backward(mask: Array, dy: Array, alpha: float = 0.01) -> Array:
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_C = 0.044715
+#: Beyond |x| = 10, u = √(2/π)(x + 0.044715x³) exceeds 43 and tanh(u) is ±1 in every float dtype: u is
+#: computed from x clipped to ±10, which leaves every value unchanged and keeps x³ from overflowing
+#: (float16 overflows at |x| > 40, and then rule and autodiff met 0 · ∞ = NaN).
+_GELU_TANH_CLIP = 10.0
+
+
+def _gelu_tanh_arg(x: Array) -> tuple[Array, Array]:
+    """(u, x clipped to ±10), u = √(2/π)(x_c + 0.044715 x_c³)."""
+    xc = jnp.clip(x, -_GELU_TANH_CLIP, _GELU_TANH_CLIP)
+    return _SQRT_2_OVER_PI * (xc + _GELU_C * xc**3), xc
 
 
 def gelu(x: Array, approximate: bool = False) -> Array:
     """x Φ(x) (exact), or 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))) when ``approximate``.
 
     fnnet's default is the exact form of Hendrycks & Gimpel; ``jax.nn.gelu`` defaults to the tanh
-    approximation.
+    approximation. Φ(x) = ½ erfc(−x/√2), accurate in the left tail too (1 + erf(x/√2) cancels to 0 there).
+    gelu(−∞) = 0, gelu(+∞) = +∞, gelu(NaN) = NaN.
     """
     if approximate:
-        u = _SQRT_2_OVER_PI * (x + _GELU_C * x**3)
-        return 0.5 * x * (1 + jnp.tanh(u))
-    return 0.5 * x * (1 + lax.erf(x / math.sqrt(2.0)))
+        return _gated(lambda v: 0.5 * v * (1 + jnp.tanh(_gelu_tanh_arg(v)[0])), x)
+    return _gated(lambda v: 0.5 * v * lax.erfc(-v / math.sqrt(2.0)), x)
 
 
 def gelu_forward(x: Array, approximate: bool = False) -> tuple[Array, Array]:
@@ -130,15 +205,28 @@ def gelu_backward(x: Array, dy: Array, approximate: bool = False) -> Array:
     """Exact: dx = dy · (Φ(x) + x φ(x)), φ(x) = e^{-x²/2}/√(2π).
 
     Tanh form: with t = tanh(u), u = √(2/π)(x + 0.044715x³),
-    dx = dy · (½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3·0.044715 x²)).
+    dx = dy · (½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3·0.044715 x²)), u taken at x clipped to ±10 as in the
+    forward (there t = ±1 and the second term is 0 exactly).
+
+    Exact for any real x, ±∞ included: gelu'(−∞) = 0, gelu'(+∞) = 1 (the limits; the naive formula gives
+    inf · 0 = NaN there). gelu'(NaN) = NaN, as ``jax.grad`` of the forward.
     """
     if approximate:
-        t = jnp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x**3))
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-    cdf = 0.5 * (1 + lax.erf(x / math.sqrt(2.0)))
-    pdf = jnp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-    return dy * (cdf + x * pdf)
+
+        def slope(v):
+            u, vc = _gelu_tanh_arg(v)
+            t = jnp.tanh(u)
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * vc * vc)
+            return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du
+
+        return dy * _gated_slope(slope, x)
+
+    def slope(v):
+        cdf = 0.5 * lax.erfc(-v / math.sqrt(2.0))
+        pdf = jnp.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+        return cdf + v * pdf
+
+    return dy * _gated_slope(slope, x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,8 +234,8 @@ def gelu_backward(x: Array, dy: Array, approximate: bool = False) -> Array:
 
 
 def swish(x: Array) -> Array:
-    """x σ(x) (also called SiLU)."""
-    return x * jax.nn.sigmoid(x)
+    """x σ(x) (also called SiLU); swish(−∞) = 0, swish(+∞) = +∞, swish(NaN) = NaN."""
+    return _gated(lambda v: v * jax.nn.sigmoid(v), x)
 
 
 def swish_forward(x: Array) -> tuple[Array, Array]:
@@ -155,9 +243,17 @@ def swish_forward(x: Array) -> tuple[Array, Array]:
 
 
 def swish_backward(x: Array, dy: Array) -> Array:
-    """dx = dy · (σ(x) + x σ(x)(1 − σ(x))) = dy · σ(x)(1 + x(1 − σ(x)))."""
-    s = jax.nn.sigmoid(x)
-    return dy * s * (1 + x * (1 - s))
+    """dx = dy · (σ(x) + x σ(x)(1 − σ(x))) = dy · σ(x)(1 + x(1 − σ(x))).
+
+    Exact for any real x, ±∞ included: swish'(−∞) = 0, swish'(+∞) = 1 (the naive formula gives
+    inf · 0 = NaN). swish'(NaN) = NaN, as ``jax.grad`` of the forward.
+    """
+
+    def slope(v):
+        s = jax.nn.sigmoid(v)
+        return s * (1 + v * (1 - s))
+
+    return dy * _gated_slope(slope, x)
 
 
 silu, silu_forward, silu_backward = swish, swish_forward, swish_backward
@@ -168,7 +264,7 @@ silu, silu_forward, silu_backward = swish, swish_forward, swish_backward
 
 
 def softplus(x: Array) -> Array:
-    """log(1 + e^x) = logaddexp(x, 0), which never overflows.
+    """log(1 + e^x) = logaddexp(x, 0), which never overflows; softplus(−∞) = 0, softplus(NaN) = NaN.
 
     Not max(x, 0) + log1p(e^{−|x|}): the same values, but jax.grad of that form at x = 0 adds the
     subgradients of max and |·| chosen by JAX (½ and 1) and returns 0 instead of σ(0) = ½.
@@ -181,7 +277,11 @@ def softplus_forward(x: Array) -> tuple[Array, Array]:
 
 
 def softplus_backward(x: Array, dy: Array) -> Array:
-    """dx = dy · σ(x)."""
+    """dx = dy · σ(x).
+
+    Exact for any x, ±∞ included (softplus'(−∞) = 0, softplus'(+∞) = 1); softplus'(NaN) = NaN, as
+    ``jax.grad`` of the forward.
+    """
     return dy * jax.nn.sigmoid(x)
 
 
@@ -199,7 +299,7 @@ def identity_forward(x: Array) -> tuple[Array, tuple]:
 
 
 def identity_backward(cache: tuple, dy: Array) -> Array:
-    """dx = dy."""
+    """dx = dy, for any x (NaN and ±∞ included)."""
     del cache
     return dy
 
@@ -209,7 +309,11 @@ def identity_backward(cache: tuple, dy: Array) -> Array:
 
 
 def softmax(x: Array, axis: int = -1) -> Array:
-    """p_i = e^{x_i − max x} / Σ_j e^{x_j − max x} along ``axis``."""
+    """p_i = e^{x_i − max x} / Σ_j e^{x_j − max x} along ``axis``.
+
+    −∞ entries (masks) get p = 0. A NaN anywhere in a row makes the whole row NaN (its max is NaN), as
+    in ``jax.nn.softmax``; so does a +∞ entry or a row of only −∞ (∞ − ∞).
+    """
     e = jnp.exp(x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)))
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
@@ -220,7 +324,12 @@ def softmax_forward(x: Array, axis: int = -1) -> tuple[Array, Array]:
 
 
 def softmax_backward(y: Array, dy: Array, axis: int = -1) -> Array:
-    """The Jacobian is diag(y) − y yᵀ, so dx = y ⊙ (dy − Σ_j dy_j y_j)."""
+    """The Jacobian is diag(y) − y yᵀ, so dx = y ⊙ (dy − Σ_j dy_j y_j).
+
+    Exact for any finite x and for −∞ entries (masks: y = 0 there, so dx = 0). Assumes no +∞ entry and at
+    least one entry above −∞ per row; otherwise y, and so dx, is NaN, as ``jax.grad`` of the forward. A
+    NaN input makes its whole row NaN, in the value and in dx.
+    """
     return y * (dy - jnp.sum(dy * y, axis=axis, keepdims=True))
 
 
@@ -243,12 +352,13 @@ def _layer(label: str, fwd: Callable, bwd: Callable, **kwargs) -> Layer:
         return tuple(in_shape), ()
 
     def forward(params, x, *, key=None, train=True):
-        del params, key, train
+        del key, train
+        check_no_params(label, params)
         check_float(label, x)
         return fwd(x, **kwargs)
 
     def backward(params, cache, dy):
-        del params
+        check_no_params(label, params)
         return (), bwd(cache, dy, **kwargs)
 
     return Layer(init, forward, backward)

@@ -4,6 +4,14 @@ The test suite (``tests/test_catalog.py``) and ``fnnet check`` both walk :func:`
 each hand-written rule three ways (against ``jax.vjp`` with a random cotangent, against float64
 central finite differences, and by ⟨J t, c⟩ = ⟨t, Jᵀ c⟩), in float32 and float64, under ``jit``
 and ``vmap``. A new layer enters here and is checked at once.
+
+Besides one entry per rule at generic inputs (drawn from keys, pushed off kinks), **edge entries** probe
+each fused or simplified rule at the boundary of what it assumes: softmax cross-entropy with target rows
+that are not distributions, binary cross-entropy with soft and out-of-[0, 1] targets at logits exactly 0,
+the activations with kinks at exactly 0, BatchNorm with a constant feature, LayerNorm with a constant row
+and MaxPool with tied maxima. Each says what it probes in ``Entry.probes``; where central differences
+are not the derivative (a kink, a tie) it sets ``fd=False`` and the rule is checked against autodiff and
+the adjoint identity only.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnnet import activations as act
 from fnnet import initializers, layers, losses
@@ -23,7 +32,10 @@ class Entry(NamedTuple):
     """One catalog row: how to build the thing and what to feed it.
 
     ``in_shape`` excludes the batch axis. ``sample(key, shape, dtype)`` draws inputs (default:
-    standard normal); for losses ``target(key, pred, dtype)`` draws a matching target.
+    standard normal); for losses ``target(key, pred, dtype)`` draws a matching target. ``fd=False``
+    skips the finite-difference reference, for inputs where central differences straddle a kink or a
+    tie and so are not the derivative. ``probes`` says, for an edge entry, which assumption boundary of
+    the rule its inputs sit on.
     """
 
     name: str
@@ -34,6 +46,8 @@ class Entry(NamedTuple):
     needs_key: bool = False
     sample: Callable[..., Any] | None = None
     target: Callable[..., Any] | None = None
+    fd: bool = True
+    probes: str = ""
 
 
 def _normal(key, shape, dtype):
@@ -63,6 +77,56 @@ def _bits(key, pred, dtype):
     return jax.random.bernoulli(key, 0.5, pred.shape).astype(dtype)
 
 
+def _draw(key, shape) -> np.ndarray:
+    """Standard normal draws as a host array, from one float32 draw: the edge samplers below shape them with
+    NumPy, so each costs one compiled op whatever the dtype."""
+    return np.asarray(jax.random.normal(key, tuple(shape), jnp.float32), np.float64)
+
+
+def _with_zeros(key, shape, dtype):
+    """Normal draws with every other entry exactly 0: inputs on the kink, on purpose."""
+    x = _draw(key, shape)
+    x.reshape(-1)[::2] = 0.0
+    return jnp.asarray(x, dtype)
+
+
+def _soft_targets(key, pred, dtype):
+    """Targets uniform in [−0.5, 1.5]: soft values in [0, 1] and values outside it."""
+    return jax.random.uniform(key, pred.shape, dtype, -0.5, 1.5)
+
+
+def _rows_not_distributions(key, pred, dtype):
+    """One row of each kind per batch of 4: multi-hot (classes 0 and 2 hot, sum 2), unnormalized positive
+    (e^g, sum ≠ 1), negative soft entries (any sum) and all-zero (sum 0)."""
+    lead, c = pred.shape[:-2], pred.shape[-1]
+    g = _draw(key, lead + (2, c))
+    multi = np.zeros(lead + (c,))
+    multi[..., [0, 2]] = 1.0
+    rows = np.stack([multi, np.exp(g[..., 0, :]), g[..., 1, :], np.zeros(lead + (c,))], axis=-2)
+    return jnp.asarray(rows, dtype)
+
+
+def _constant_feature(key, shape, dtype):
+    """Normal draws whose first feature is 0.75 everywhere: a feature with batch variance exactly 0
+    (0.75 and a batch of 4 keep its mean exact in every dtype)."""
+    x = _draw(key, shape)
+    x[..., 0] = 0.75
+    return jnp.asarray(x, dtype)
+
+
+def _constant_row(key, shape, dtype):
+    """Normal draws whose first example is 0.75 in every feature (4 of them): a row with variance exactly 0."""
+    x = _draw(key, shape)
+    x[..., 0, :] = 0.75
+    return jnp.asarray(x, dtype)
+
+
+def _tied_rows(key, shape, dtype):
+    """(…, H, W, C) normal draws with rows 2i and 2i + 1 equal: every 2×2 window's maximum is tied."""
+    x = _draw(key, shape)
+    return jnp.asarray(np.repeat(x[..., ::2, :, :], 2, axis=-3), dtype)
+
+
 def _activation_entries() -> list[Entry]:
     kinked = dict(sample=_away_from_zero)
     return [
@@ -76,6 +140,15 @@ def _activation_entries() -> list[Entry]:
         Entry("Softplus", act.Softplus, (5,)),
         Entry("Identity", act.Identity, (5,)),
         Entry("Softmax", act.Softmax, (5,)),
+        Entry("Relu[x=0]", act.Relu, (4,), sample=_with_zeros, fd=False, probes="the kink: relu'(0) = 0"),
+        Entry(
+            "LeakyRelu(0.2)[x=0]",
+            lambda: act.LeakyRelu(0.2),
+            (4,),
+            sample=_with_zeros,
+            fd=False,
+            probes="the kink: leaky_relu'(0) = 1",
+        ),
     ]
 
 
@@ -85,6 +158,22 @@ def _loss_entries() -> list[Entry]:
         Entry("softmax_cross_entropy[labels]", lambda: losses.softmax_cross_entropy, (5,), target=_labels),
         Entry("softmax_cross_entropy[one-hot]", lambda: losses.softmax_cross_entropy, (5,), target=_probabilities),
         Entry("binary_cross_entropy", lambda: losses.binary_cross_entropy, (4,), target=_bits),
+        Entry(
+            "softmax_cross_entropy[any rows]",
+            lambda: losses.softmax_cross_entropy,
+            (5,),
+            batch=4,
+            target=_rows_not_distributions,
+            probes="target rows that are not distributions: multi-hot, unnormalized, negative, all-zero",
+        ),
+        Entry(
+            "binary_cross_entropy[soft,z=0]",
+            lambda: losses.binary_cross_entropy,
+            (4,),
+            sample=_with_zeros,
+            target=_soft_targets,
+            probes="soft and out-of-[0, 1] targets, logits exactly 0",
+        ),
     ]
 
 
@@ -120,6 +209,24 @@ def _family_entries() -> list[Entry]:
         Entry("BatchNorm[train,NHWC]", layers.BatchNorm, (3, 2, 2), batch=2),
         Entry("BatchNorm[eval]", layers.BatchNorm, (4,), batch=5, train=False),
         Entry("LayerNorm[(B,T,d)]", layers.LayerNorm, (2, 4)),
+        Entry(
+            "BatchNorm[train,constant feature]",
+            layers.BatchNorm,
+            (3,),
+            batch=4,
+            sample=_constant_feature,
+            probes="a feature with batch variance 0 (x̂ = 0, 1/√ε scale)",
+        ),
+        Entry("LayerNorm[constant row]", layers.LayerNorm, (4,), sample=_constant_row, probes="a row with variance 0"),
+        Entry(
+            "MaxPool(2)[ties]",
+            lambda: layers.MaxPool(2),
+            (4, 4, 1),
+            batch=2,
+            sample=_tied_rows,
+            fd=False,
+            probes="tied maxima in every window: the first in row-major order takes the gradient",
+        ),
         Entry("Dropout(0.3)[train]", lambda: layers.Dropout(0.3), (6,), needs_key=True),
         Entry("Dropout(0.3)[eval]", lambda: layers.Dropout(0.3), (6,), train=False),
     ]
@@ -146,7 +253,10 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
         x = (entry.sample or _normal)(k_x, lead + tuple(entry.in_shape), dtype)
         thing = entry.make()
         if is_loss(entry):
-            return check_loss(thing, x, entry.target(k_t, x, dtype), transform=transform, rng=k_rng)
+            target = entry.target(k_t, x, dtype)
+            return check_loss(thing, x, target, transform=transform, rng=k_rng, finite_differences=entry.fd)
         _, params = thing.init(k_init, tuple(entry.in_shape), dtype)
         key = k_fwd if entry.needs_key else None
-        return check_layer(thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng)
+        return check_layer(
+            thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
+        )

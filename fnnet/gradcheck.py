@@ -15,6 +15,9 @@ Three references, all per pytree leaf of the differentiated argument(s):
 * for layers, :func:`check_layer` adds the adjoint identity ⟨J t, c⟩ = ⟨t, Jᵀ c⟩, with J t from
   ``jax.jvp`` and Jᵀ c from the hand-written rule.
 
+Where central differences are not the derivative (inputs exactly at a kink, or at a tie of a max),
+``finite_differences=False`` leaves that reference out and the other two decide.
+
 The relative error of two arrays a, b is ‖a − b‖ / max(‖a‖, ‖b‖, tiny). The bars sit in
 :data:`TOLERANCES`, one row per dtype of the gradient under test.
 """
@@ -112,8 +115,9 @@ class GradcheckReport:
 
     def __str__(self) -> str:
         t = self.tolerance
+        fd = "FD skipped" if self.fd_dtype == "skipped" else f"FD in {self.fd_dtype}"
         head = (
-            f"gradcheck ({self.dtype}; FD in {self.fd_dtype}): {'PASS' if self.ok else 'FAIL'}  "
+            f"gradcheck ({self.dtype}; {fd}): {'PASS' if self.ok else 'FAIL'}  "
             f"bars: rel vs autodiff <= {t.autodiff:.0e}, rel vs FD <= {t.fd:.0e}"
         )
         rows = [f"{'leaf':<28} {'shape':<16} {'rel autodiff':>12} {'rel FD':>10} {'probes':>6}  ok"]
@@ -167,6 +171,7 @@ def gradcheck(
     n_directions: int = 8,
     key: Any = None,
     arg_names: Sequence[str] | None = None,
+    finite_differences: bool = True,
 ) -> GradcheckReport:
     """Compare ``grad_fn(*args)`` with ``jax.grad(loss_fn, argnums)(*args)`` and finite differences.
 
@@ -179,6 +184,10 @@ def gradcheck(
       max_fd_elements: leaves up to this size are checked element by element; larger ones along
         ``n_directions`` random unit directions drawn from ``key``.
       arg_names: names of the arguments for the report (default ``args[0]``, ``args[1]``, ...).
+      finite_differences: ``False`` skips the finite-difference reference, for inputs where central
+        differences are not the derivative (they straddle a kink, e.g. relu at exactly 0, or a tie of a
+        max); each leaf then reports ``fd_probes=0`` and ``rel_fd=0``, ``fd_dtype`` reads ``"skipped"``,
+        and only autodiff (and, for layers and losses, the adjoint identity) check the rule.
 
     Returns:
       A :class:`GradcheckReport`. Raises :class:`GradcheckError` if the structures differ.
@@ -234,6 +243,11 @@ def gradcheck(
         for i, (path, p) in enumerate(zip(paths, base_leaves)):
             if not jnp.issubdtype(p.dtype, jnp.floating):
                 continue
+            abs_ad = float(np.max(np.abs(m_leaves[i] - a_leaves[i]), initial=0.0))
+            rel_ad = relative_error(m_leaves[i], a_leaves[i])
+            if not finite_differences:
+                reports.append(LeafReport(path, tuple(p.shape), abs_ad, rel_ad, 0.0, 0.0, 0, rel_ad <= tol.autodiff))
+                continue
             dirs = _fd_directions(keys[i], p.size, max_fd_elements, n_directions)
             v = jnp.asarray(dirs.reshape((-1,) + p.shape), fd_dtype)
             central = jax.jit(
@@ -241,8 +255,6 @@ def gradcheck(
             )
             fd = np.asarray(central(v), np.float64)
             proj = dirs @ m_leaves[i].ravel()
-            abs_ad = float(np.max(np.abs(m_leaves[i] - a_leaves[i]), initial=0.0))
-            rel_ad = relative_error(m_leaves[i], a_leaves[i])
             rel_fd = relative_error(fd, proj)
             ok = bool(rel_ad <= tol.autodiff and rel_fd <= fd_tol.fd)
             reports.append(
@@ -257,7 +269,8 @@ def gradcheck(
                     ok,
                 )
             )
-    return GradcheckReport(tuple(reports), dtype, "float64" if use64 else "float32", fd_tol)
+    fd_name = ("float64" if use64 else "float32") if finite_differences else "skipped"
+    return GradcheckReport(tuple(reports), dtype, fd_name, fd_tol)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +299,7 @@ def check_layer(
     transform: str = "jit",
     rng: Any = None,
     tolerance: Tolerance | None = None,
+    finite_differences: bool = True,
 ) -> GradcheckReport:
     """Check ``layer.backward`` three ways at (params, x).
 
@@ -296,6 +310,8 @@ def check_layer(
     ``transform``: ``"none"``, ``"jit"`` (rule and references jitted), or ``"vmap"``: ``x`` carries
     a leading axis of independent problems, each with its own batch; the rule is vmapped over it and
     its parameter gradients summed, as the gradient of Σ_k ⟨c_k, f(θ, x_k)⟩ requires.
+
+    ``finite_differences=False`` skips that reference where it is undefined (see :func:`gradcheck`).
     """
     rng = jax.random.key(1) if rng is None else rng
     k_c, k_t, k_fd = jax.random.split(rng, 3)
@@ -327,7 +343,15 @@ def check_layer(
     grad_fn = jax.jit(manual) if transform in ("jit", "vmap") else manual
     ref_fn = jax.jit(loss_fn) if transform in ("jit", "vmap") else loss_fn
     report = gradcheck(
-        ref_fn, grad_fn, params, x, argnums=(0, 1), tolerance=tolerance, key=k_fd, arg_names=("params", "x")
+        ref_fn,
+        grad_fn,
+        params,
+        x,
+        argnums=(0, 1),
+        tolerance=tolerance,
+        key=k_fd,
+        arg_names=("params", "x"),
+        finite_differences=finite_differences,
     )
 
     t = jax.tree_util.tree_map(lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), (params, x))
@@ -345,10 +369,12 @@ def check_loss(
     transform: str = "jit",
     rng: Any = None,
     tolerance: Tolerance | None = None,
+    finite_differences: bool = True,
 ) -> GradcheckReport:
     """Check ``loss.backward`` against ``jax.grad``, finite differences and the adjoint identity.
 
-    ``transform="vmap"`` vmaps forward and rule over a leading axis of independent batches.
+    ``transform="vmap"`` vmaps forward and rule over a leading axis of independent batches;
+    ``finite_differences=False`` skips that reference (see :func:`gradcheck`).
     """
     rng = jax.random.key(1) if rng is None else rng
     k_t, k_fd = jax.random.split(rng)
@@ -364,7 +390,9 @@ def check_loss(
         return loss.backward(loss.forward(p, target)[1])
 
     grad_fn = jax.jit(manual) if transform in ("jit", "vmap") else manual
-    report = gradcheck(value, grad_fn, pred, tolerance=tolerance, key=k_fd, arg_names=("pred",))
+    report = gradcheck(
+        value, grad_fn, pred, tolerance=tolerance, key=k_fd, arg_names=("pred",), finite_differences=finite_differences
+    )
     t = jax.random.normal(k_t, jnp.shape(pred), jnp.result_type(pred))
     _, jt = jax.jvp(value, (pred,), (t,))
     return dataclasses.replace(report, dot_error=_scalar_error(float(jt), _vdot(t, grad_fn(pred))))

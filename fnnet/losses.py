@@ -6,16 +6,31 @@ over the batch** of a per-example loss that **sums** over the example's other ax
 
 Conventions, against optax:
 
-* ``mse``: E = ½‖ŷ − y‖² per example, averaged over the batch, so per example δ = ŷ − y (the texts'
-  convention, shared/references 000 and 002). ``optax.squared_error`` is (ŷ − y)² elementwise,
+* ``mse``: E = ½‖ŷ − y‖² per example, averaged over the batch, so per example δ = ŷ − y (the convention
+  of A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Keras*, 2nd ed., Packt, 2019,
+  chapter "The Math Behind Deep Learning", and of "ML Math Derivations (19): Neural Networks and
+  Backpropagation", an online series, chapter 19). ``optax.squared_error`` is (ŷ − y)² elementwise,
   without the ½ and without any reduction; ``optax.l2_loss`` is ½(ŷ − y)² elementwise, unreduced.
   So ``mse(pred, y) == optax.l2_loss(pred, y).sum(axis≠0).mean()``.
 * ``softmax_cross_entropy``: −Σ_c y_c log softmax(z)_c per example, from logits through
-  log-sum-exp, so logits of ±1e4 are safe. Targets are integer labels ``(B,)`` or one-hot /
-  probability rows ``(B, C)``. Fused rule: dz = (softmax(z) − y) / B.
+  log-sum-exp, so logits of ±1e4 are safe. Targets are integer labels ``(B,)`` or float rows
+  ``(B, C)``: one-hot, probabilities, or any real rows. Fused rule: dz = (s·softmax(z) − y) / B with
+  s = Σ_c y_c the row's sum (s = 1 for a distribution, giving the familiar (p − y) / B).
 * ``binary_cross_entropy``: from logits, −[y log σ(z) + (1 − y) log(1 − σ(z))] summed per example,
-  written as max(z, 0) − z y + log1p(e^{−|z|}) so log(0) never occurs. Fused rule:
+  written as softplus(z) − z y = logaddexp(z, 0) − z y, so log(0) never occurs. Fused rule:
   dz = (σ(z) − y) / B.
+
+**Precision.** The per-example math and the batch reductions run in at least float32
+(``jnp.promote_types(dtype, float32)``), and the loss is returned in the prediction's dtype. In float16
+and bfloat16 the loss is then within rounding of the true value wherever that value is representable,
+and +inf (never NaN) where it is not; summing the batch in float16 first would overflow (e.g. softmax
+cross-entropy of logits ±1e4 over 8 examples). Gradients come back in the prediction's dtype. The cache
+holds its arrays in that compute dtype (so for float16/bfloat16 inputs it is float32) plus a zero-size
+token that carries the prediction's dtype.
+
+**Targets that are not distributions.** Neither cross-entropy warns about them: the forward is a
+well-defined function of any real target (label smoothing, weighted or multi-hot rows, soft targets), and
+each fused rule is its exact gradient for any real target. Only integer labels are checked.
 """
 
 from __future__ import annotations
@@ -40,24 +55,37 @@ def _check_pair(name: str, pred: Array, target: Array) -> None:
         )
 
 
-def _batch_mean(per_example_sum: Array, pred: Array) -> Array:
-    return jnp.sum(per_example_sum) / pred.shape[0]
+def _compute_dtype(pred: Array) -> jnp.dtype:
+    """The dtype the loss is computed in: the prediction's, but at least float32."""
+    return jnp.promote_types(jnp.result_type(pred), jnp.float32)
+
+
+def _dtype_token(pred: Array) -> Array:
+    """A zero-size array of the prediction's dtype: the cache's record of the dtype to return."""
+    return jnp.zeros((0,), jnp.result_type(pred))
 
 
 # ----------------------------------------------------------------------------------------------
 
 
 def _mse_forward(pred: Array, target: Array) -> tuple[Array, tuple[Array, Array]]:
-    """L = (1/B) Σ_b ½‖ŷ_b − y_b‖²."""
+    """L = (1/B) Σ_b ½‖ŷ_b − y_b‖², computed in at least float32."""
     _check_pair("mse", pred, target)
-    diff = pred - target.astype(pred.dtype)
-    return 0.5 * jnp.sum(diff * diff) / pred.shape[0], (diff,)
+    ct = _compute_dtype(pred)
+    diff = pred.astype(ct) - jnp.asarray(target).astype(ct)
+    loss = 0.5 * jnp.sum(diff * diff) / pred.shape[0]
+    return loss.astype(pred.dtype), (diff, _dtype_token(pred))
 
 
-def _mse_backward(cache: tuple[Array]) -> Array:
-    """dL/dŷ = (ŷ − y) / B."""
-    (diff,) = cache
-    return diff / diff.shape[0]
+def _mse_backward(cache: tuple[Array, Array]) -> Array:
+    """dL/dŷ = (ŷ − y) / B.
+
+    Exact for any real prediction and target (the loss is a polynomial). The difference is kept in the
+    compute dtype, so a half-precision difference that overflows its dtype still gives a finite gradient
+    when (ŷ − y)/B is representable.
+    """
+    diff, token = cache
+    return (diff / diff.shape[0]).astype(token.dtype)
 
 
 mse = Loss(_mse_forward, _mse_backward)
@@ -65,8 +93,13 @@ mse = Loss(_mse_forward, _mse_backward)
 # ----------------------------------------------------------------------------------------------
 
 
-def _one_hot_target(name: str, logits: Array, target: Array) -> Array:
-    """Integer labels (B,) -> one-hot rows; float rows (B, C) pass through (checked)."""
+def _target_rows(name: str, logits: Array, target: Array, dtype: jnp.dtype) -> Array:
+    """Integer labels (B,) -> one-hot rows; float rows (B, C) pass through (checked); both in ``dtype``.
+
+    Out-of-range labels raise a ``ValueError`` when the labels are concrete. Under ``jit``/``vmap``
+    they cannot be checked, and the row of each out-of-range label becomes NaN (a documented poison:
+    the loss and the gradient of those examples are NaN).
+    """
     check_float(name, logits, "logits")
     if jnp.ndim(logits) != 2:
         raise ShapeError(f"{name} expects logits (batch, classes), got {shape_str(jnp.shape(logits))}")
@@ -77,6 +110,7 @@ def _one_hot_target(name: str, logits: Array, target: Array) -> Array:
                 f"{name} got logits {shape_str(logits.shape)} and integer labels "
                 f"{shape_str(jnp.shape(target))}; labels must have shape ({batch},)"
             )
+        y = jax.nn.one_hot(target, classes, dtype=dtype)
         if is_concrete(target):
             labels = np.asarray(target)
             lo, hi = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
@@ -86,7 +120,9 @@ def _one_hot_target(name: str, logits: Array, target: Array) -> Array:
                     f"{name} got label {bad}, out of range for {classes} classes "
                     f"(labels must lie in [0, {classes - 1}])"
                 )
-        return jax.nn.one_hot(target, classes, dtype=logits.dtype)
+            return y
+        in_range = (target >= 0) & (target < classes)
+        return jnp.where(in_range[:, None], y, jnp.asarray(jnp.nan, dtype))
     if jnp.issubdtype(jnp.result_type(target), jnp.floating):
         if jnp.shape(target) != logits.shape:
             raise ShapeError(
@@ -94,25 +130,48 @@ def _one_hot_target(name: str, logits: Array, target: Array) -> Array:
                 f"{shape_str(jnp.shape(target))}; one-hot targets must match the logits' shape, "
                 f"integer labels must have shape ({batch},)"
             )
-        return target.astype(logits.dtype)
+        return target.astype(dtype)
     raise DTypeError(f"{name} needs integer labels or float one-hot targets, got {jnp.result_type(target)}")
 
 
-def _sce_forward(logits: Array, target: Array) -> tuple[Array, tuple[Array, Array]]:
-    """L = (1/B) Σ_b [logsumexp(z_b) − Σ_c y_bc z_bc] for rows y_b summing to one."""
-    y = _one_hot_target("softmax_cross_entropy", logits, target)
-    m = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    shifted = logits - m
+def _sce_forward(logits: Array, target: Array) -> tuple[Array, tuple[Array, Array, Array]]:
+    """L = −(1/B) Σ_b Σ_c y_bc log softmax(z_b)_c, for any real target rows y_b.
+
+    log softmax(z) = z − max z − log Σ e^{z − max z}, in at least float32. A term with y_bc = 0 counts as
+    0 even where log softmax is −∞ (a masked logit z = −∞, or float16 logits ±4e4 whose shifted value
+    underflows): 0 · log 0 = 0, not NaN.
+
+    **Out-of-range integer labels** raise a ``ValueError`` when the labels are concrete. Under
+    ``jax.jit``/``jax.vmap`` they cannot be checked; their target row becomes NaN, so the loss and the
+    gradient rows of those examples (the fused rule and ``jax.grad`` of this forward alike) are NaN: a
+    poison that ``fn.train`` records as divergence rather than a silently finite wrong loss. Wrap the call
+    in ``jax.experimental.checkify`` to raise instead.
+
+    Assumes logits below +∞ and at least one logit above −∞ per row (else max z is ±∞ and the row is NaN).
+    """
+    ct = _compute_dtype(logits)
+    y = _target_rows("softmax_cross_entropy", logits, target, ct)
+    z = logits.astype(ct)
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    shifted = z - m
     lse = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
     log_p = shifted - lse
-    loss = -jnp.sum(y * log_p) / logits.shape[0]
-    return loss, (jnp.exp(log_p), y)
+    terms = jnp.where(y == 0, jnp.zeros((), ct), y * log_p)  # 0 · log 0 = 0; a NaN target stays NaN
+    loss = -jnp.sum(terms) / logits.shape[0]
+    return loss.astype(logits.dtype), (jnp.exp(log_p), y, _dtype_token(logits))
 
 
-def _sce_backward(cache: tuple[Array, Array]) -> Array:
-    """dL/dz = (softmax(z) − y) / B: the fused softmax + cross-entropy rule (p − y)."""
-    p, y = cache
-    return (p - y) / p.shape[0]
+def _sce_backward(cache: tuple[Array, Array, Array]) -> Array:
+    """dL/dz = (s · softmax(z) − y) / B, s = Σ_c y_c per row: the fused softmax + cross-entropy rule.
+
+    From L_b = −Σ_c y_c z_c + s · logsumexp(z): exact for any real target rows (one-hot, probability,
+    multi-hot, unnormalized, negative or all-zero), not only for rows that sum to 1, where it is the
+    familiar (p − y)/B. Masked logits (−∞, with y = 0 there) get gradient 0. A NaN target row (an
+    out-of-range label under tracing) gives a NaN gradient row.
+    """
+    p, y, token = cache
+    s = jnp.sum(y, axis=-1, keepdims=True)
+    return ((s * p - y) / p.shape[0]).astype(token.dtype)
 
 
 softmax_cross_entropy = Loss(_sce_forward, _sce_backward)
@@ -120,18 +179,31 @@ softmax_cross_entropy = Loss(_sce_forward, _sce_backward)
 # ----------------------------------------------------------------------------------------------
 
 
-def _bce_forward(logits: Array, target: Array) -> tuple[Array, tuple[Array, Array]]:
-    """L = (1/B) Σ_b Σ_i [max(z, 0) − z y + log1p(e^{−|z|})]."""
+def _bce_forward(logits: Array, target: Array) -> tuple[Array, tuple[Array, Array, Array]]:
+    """L = (1/B) Σ_b Σ_i [softplus(z) − z y], softplus(z) = logaddexp(z, 0) = log(1 + e^z).
+
+    The identity −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − z y holds for any real y. softplus
+    is ``logaddexp`` rather than max(z, 0) + log1p(e^{−|z|}): the same values, but ``jax.grad`` of that
+    form at z = 0 adds JAX's subgradients of max and |·| (½ and 1) and returns −y instead of σ(0) − y.
+    Computed in at least float32. Assumes finite logits (at z = +∞ with y = 0 the term z·y is NaN).
+    """
     _check_pair("binary_cross_entropy", logits, target)
-    y = target.astype(logits.dtype)
-    per = jnp.maximum(logits, 0) - logits * y + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-    return _batch_mean(per, logits), (jax.nn.sigmoid(logits), y)
+    ct = _compute_dtype(logits)
+    z, y = logits.astype(ct), jnp.asarray(target).astype(ct)
+    per = jnp.logaddexp(z, jnp.zeros((), ct)) - z * y
+    loss = jnp.sum(per) / logits.shape[0]
+    return loss.astype(logits.dtype), (jax.nn.sigmoid(z), y, _dtype_token(logits))
 
 
-def _bce_backward(cache: tuple[Array, Array]) -> Array:
-    """dL/dz = (σ(z) − y) / B."""
-    p, y = cache
-    return (p - y) / p.shape[0]
+def _bce_backward(cache: tuple[Array, Array, Array]) -> Array:
+    """dL/dz = (σ(z) − y) / B.
+
+    Exact for any real target, not only bits: soft targets in [0, 1] and targets outside it alike, since
+    the loss is linear in y (outside [0, 1] it is unbounded below, but its gradient is still this). Exact
+    at z = 0 (σ(0) = ½), where ``jax.grad`` of the forward agrees.
+    """
+    p, y, token = cache
+    return ((p - y) / p.shape[0]).astype(token.dtype)
 
 
 binary_cross_entropy = Loss(_bce_forward, _bce_backward)

@@ -1,8 +1,11 @@
 """Every catalog entry, checked three ways in float32 and float64 under jit and vmap."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+import fnnet as fn
 from fnnet import catalog
 from fnnet.gradcheck import TOLERANCES
 
@@ -31,3 +34,41 @@ def test_float64_bars_are_the_issue_bars():
 def test_names_are_unique():
     names = [e.name for e in ENTRIES]
     assert len(names) == len(set(names))
+
+
+def test_edge_entries_probe_each_fused_rule_at_its_boundary():
+    """Each fused or simplified rule has an entry at the edge of its assumptions, saying what it probes;
+    finite differences are off exactly where they straddle a kink or a tie."""
+    edges = {e.name: e for e in ENTRIES if e.probes}
+    assert set(edges) == {
+        "softmax_cross_entropy[any rows]",
+        "binary_cross_entropy[soft,z=0]",
+        "Relu[x=0]",
+        "LeakyRelu(0.2)[x=0]",
+        "BatchNorm[train,constant feature]",
+        "LayerNorm[constant row]",
+        "MaxPool(2)[ties]",
+    }
+    assert {n for n, e in edges.items() if not e.fd} == {"Relu[x=0]", "LeakyRelu(0.2)[x=0]", "MaxPool(2)[ties]"}
+    assert all(e.fd for e in ENTRIES if not e.probes)
+    rows = catalog._rows_not_distributions(jax.random.key(0), jnp.zeros((4, 5)), jnp.float32)
+    np.testing.assert_allclose(np.asarray(rows.sum(-1))[[0, 3]], [2.0, 0.0])  # multi-hot and all-zero rows
+    assert float(rows.sum(-1)[1]) != pytest.approx(1.0) and float(rows[2].min()) < 0  # unnormalized, negative
+    x = catalog._tied_rows(jax.random.key(0), (1, 4, 4, 1), jnp.float32)
+    np.testing.assert_array_equal(x[:, ::2], x[:, 1::2])  # every 2×2 window has a tied maximum
+
+
+def test_finite_differences_can_be_skipped_where_they_straddle_a_kink():
+    x = jnp.array([0.0, 1.3, 0.0, -0.7])
+
+    def loss(v):
+        return jnp.sum(fn.activations.relu(v))
+
+    def rule(v):
+        return fn.activations.derivative("relu", v)
+
+    with_fd = fn.gradcheck(loss, rule, x)
+    assert not with_fd.ok and with_fd.rel_fd > 0.1  # central differences at 0 read ½, the rule pins 0
+    without = fn.gradcheck(loss, rule, x, finite_differences=False)
+    assert without.ok and without.fd_dtype == "skipped"
+    assert [leaf.fd_probes for leaf in without.leaves] == [0] and "FD skipped" in str(without)
