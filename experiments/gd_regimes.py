@@ -125,6 +125,11 @@ def to_target(epoch_loss: np.ndarray, target: float) -> float | None:
     return None
 
 
+#: Kept in the cached points but not in metrics.json: the raw step curve (too long), and wall-clock time,
+#: which goes to timing.json so that metrics.json is bit-identical between identical runs.
+_NOT_METRICS = ("step_loss", "s_per_epoch_per_model")
+
+
 def run(config: Config, out_dir: Path) -> Result:
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -138,7 +143,7 @@ def run(config: Config, out_dir: Path) -> Result:
             timings[f"{model}_B{b}_s_per_epoch"] = r["s_per_epoch_per_model"]
     n = max(config.batch_sizes)
     metrics = {
-        model: {str(b): {k: v for k, v in r.items() if k not in ("step_loss",)} for b, r in by_b.items()}
+        model: {str(b): {k: v for k, v in r.items() if k not in _NOT_METRICS} for b, r in by_b.items()}
         for model, by_b in res.items()
     }
     metrics["typical"] = typical(res["mlp"], n)
