@@ -27,7 +27,7 @@ from fnnet.grad import (
     custom_vjp_value_and_grad,
     value_and_grad,
 )
-from fnnet.gradcheck import GradcheckReport, gradcheck
+from fnnet.checking import GradcheckReport, gradcheck
 from fnnet.layers import (
     LSTM,
     RNN,
@@ -43,8 +43,8 @@ from fnnet.layers import (
     serial,
 )
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
-from fnnet.sweep import init_params, pick, stack, sweep
-from fnnet.train import TrainResult, TrainState, evaluate, train
+from fnnet.sweeps import init_params, pick, stack, sweep
+from fnnet.training import TrainResult, TrainState, evaluate, train
 
 __version__ = "0.1.0"
 

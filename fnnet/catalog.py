@@ -25,7 +25,7 @@ import numpy as np
 from fnnet import activations as act
 from fnnet import initializers, layers, losses
 from fnnet.core import Layer, Loss
-from fnnet.gradcheck import GradcheckReport, check_layer, check_loss
+from fnnet.checking import GradcheckReport, check_layer, check_loss
 
 
 class Entry(NamedTuple):

@@ -1,6 +1,6 @@
-"""Training checkpoints: a :class:`fnnet.train.TrainResult` saved atomically to one ``.npz``.
+"""Training checkpoints: a :class:`fnnet.training.TrainResult` saved atomically to one ``.npz``.
 
-The file holds the whole :class:`~fnnet.train.TrainState` (params, optimizer state, PRNG key as raw
+The file holds the whole :class:`~fnnet.training.TrainState` (params, optimizer state, PRNG key as raw
 key data, step, divergence flags), the histories so far and a fingerprint of the configuration.
 ``train(..., resume=load(...))`` then continues exactly where the run stopped, so a run killed and
 rerun ends with the same numbers as one never interrupted. Written with a temporary file and
@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from fnnet._io import atomic_write
-from fnnet.train import TrainResult, TrainState, init_state
+from fnnet.training import TrainResult, TrainState, init_state
 
 __all__ = ["CheckpointInfo", "info", "load", "save"]
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnet import catalog
-from fnnet.gradcheck import TOLERANCES, x64_available
+from fnnet.checking import TOLERANCES, x64_available
 
 
 class _Parser(argparse.ArgumentParser):

@@ -406,7 +406,7 @@ def _run(args, saved: dict) -> int:
 
     import fnnet as fn
     from fnnet import checkpoint
-    from fnnet.train import train
+    from fnnet.training import train
 
     train_ds, test_ds = _load(args)
     n, in_dim = int(train_ds.x.shape[0]), int(np.prod(train_ds.x.shape[1:]))

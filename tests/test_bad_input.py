@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fnnet as fn
-from fnnet.gradcheck import GradcheckError
+from fnnet.checking import GradcheckError
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 shapes = st.lists(st.integers(0, 5), min_size=0, max_size=4).map(tuple)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import fnnet as fn
 from fnnet import data, optim
 from fnnet.datafiles import DataFileError, load_npz
-from fnnet.train import check_labels, check_options
+from fnnet.training import check_labels, check_options
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEY = jax.random.key(0)
@@ -538,7 +538,7 @@ def test_batch_size_epochs_eval_batch_size(batch_size, epochs, eval_batch_size):
         match = "epochs must be an integer >= 1"
     elif not (eval_batch_size is None or is_int(eval_batch_size) and eval_batch_size >= 1):
         match = "eval_batch_size must be None or an integer >= 1"
-    else:  # valid: the shared check passes (training itself is covered by tests/test_train.py)
+    else:  # valid: the shared check passes (training itself is covered by tests/test_training.py)
         check_options((X, Y), None, batch_size, epochs, "epoch", "manual", eval_batch_size=eval_batch_size)
         return
     for run in (train, sweep):

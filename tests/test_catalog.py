@@ -7,7 +7,7 @@ import pytest
 
 import fnnet as fn
 from fnnet import catalog
-from fnnet.gradcheck import TOLERANCES
+from fnnet.checking import TOLERANCES
 
 ENTRIES = catalog.entries()
 

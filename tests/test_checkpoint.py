@@ -8,7 +8,7 @@ import pytest
 
 import fnnet as fn
 from fnnet import checkpoint, optim
-from fnnet.train import TrainResult, init_state
+from fnnet.training import TrainResult, init_state
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ def test_ctrl_c_exits_130_on_one_line(capsys, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(importlib.import_module("fnnet.train"), "train", interrupted)  # `fn.train` is the function
+    monkeypatch.setattr(importlib.import_module("fnnet.training"), "train", interrupted)  # `fn.train` is the function
     try:
         code = cli_train.main(SMALL + ["--epochs", "2", "--out", str(tmp_path / "run")])
     except KeyboardInterrupt:
@@ -229,7 +229,7 @@ def test_ctrl_c_exits_130_on_one_line(capsys, monkeypatch, tmp_path):
 def test_checkpoint_of_another_config_or_corrupt_is_not_resumed(tmp_path, key):
     import fnnet as fn
     from fnnet import checkpoint, optim
-    from fnnet.train import TrainResult, init_state
+    from fnnet.training import TrainResult, init_state
 
     net = fn.serial(fn.Dense(3))
     _, params = net.init(key, (2,))

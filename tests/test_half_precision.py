@@ -1,6 +1,6 @@
 """float16 and bfloat16: every catalog rule runs forward and backward and meets its documented bars.
 
-The bars are the float16 and bfloat16 rows of ``fnnet.gradcheck.TOLERANCES`` (see the README). The losses
+The bars are the float16 and bfloat16 rows of ``fnnet.checking.TOLERANCES`` (see the README). The losses
 reduce in float32 and return the input's dtype: within 1 % of the true value wherever it is representable,
 +inf (never NaN) where it is not.
 """
@@ -12,7 +12,7 @@ import pytest
 
 import fnnet as fn
 from fnnet import catalog
-from fnnet.gradcheck import TOLERANCES
+from fnnet.checking import TOLERANCES
 
 ENTRIES = catalog.entries()
 

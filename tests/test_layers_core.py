@@ -9,7 +9,7 @@ from _helpers import normals, rel
 from jax import lax
 
 import fnnet as fn
-from fnnet.gradcheck import TOLERANCES
+from fnnet.checking import TOLERANCES
 
 BAR64 = TOLERANCES["float64"].autodiff  # the one table's float64 bar, manual vs autodiff
 

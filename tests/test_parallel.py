@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import fnnet as fn
     from fnnet import optim, parallel
     from fnnet.data import Dataset
-    from fnnet.train import train
+    from fnnet.training import train
 
     assert jax.device_count() == 4, jax.devices()
     key = jax.random.key(0)

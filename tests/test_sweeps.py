@@ -9,8 +9,8 @@ import fnnet as fn
 from fnnet import initializers, optim
 from fnnet.core import Loss
 from fnnet.data import Dataset
-from fnnet.sweep import init_params, pick, stack, sweep
-from fnnet.train import train
+from fnnet.sweeps import init_params, pick, stack, sweep
+from fnnet.training import train
 
 
 def _data(key):

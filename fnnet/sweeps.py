@@ -6,7 +6,7 @@
     res.history["test_accuracy"]            # (16, 20)
     one = fn.pick(res, 3)                    # model 3, as a TrainResult of one run
 
-The epoch function of :func:`fnnet.train.make_epoch` is ``jax.vmap``-ed over the model axis (params,
+The epoch function of :func:`fnnet.training.make_epoch` is ``jax.vmap``-ed over the model axis (params,
 optimizer state, key, learning rate) with the data shared, and jitted once: all K runs are one XLA
 program, called once per epoch. Model k equals a run of its own::
 
@@ -31,7 +31,7 @@ import optax
 
 from fnnet.core import Array, Layer, Loss, Params
 from fnnet.optim import sgd
-from fnnet.train import (
+from fnnet.training import (
     EpochSpec,
     TrainResult,
     TrainState,

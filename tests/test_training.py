@@ -10,7 +10,7 @@ import fnnet as fn
 from fnnet import optim
 from fnnet.core import Layer
 from fnnet.data import Dataset
-from fnnet.train import evaluate, param_layers, train
+from fnnet.training import evaluate, param_layers, train
 
 NET = fn.serial(fn.Dense(16), fn.Tanh(), fn.Dense(3))
 

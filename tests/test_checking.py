@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import fnnet as fn
-from fnnet.gradcheck import TOLERANCES, GradcheckError
+from fnnet.checking import TOLERANCES, GradcheckError
 
 
 def user_loss(params, x):
