@@ -19,6 +19,7 @@ from fnnet.activations import (
     Swish,
     Tanh,
 )
+from fnnet.checking import GradcheckReport, gradcheck
 from fnnet.core import DTypeError, Layer, Loss, ShapeError
 from fnnet.grad import (
     autodiff_value_and_grad,
@@ -27,7 +28,6 @@ from fnnet.grad import (
     custom_vjp_value_and_grad,
     value_and_grad,
 )
-from fnnet.checking import GradcheckReport, gradcheck
 from fnnet.layers import (
     LSTM,
     RNN,

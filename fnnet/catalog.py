@@ -24,8 +24,8 @@ import numpy as np
 
 from fnnet import activations as act
 from fnnet import initializers, layers, losses
-from fnnet.core import Layer, Loss
 from fnnet.checking import GradcheckReport, check_layer, check_loss
+from fnnet.core import Layer, Loss
 
 
 class Entry(NamedTuple):
