@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import EXPERIMENTS
+from experiments import EXPERIMENTS, module_path
 from experiments._common import (
     atomic_write_json,
     config_hash,
@@ -87,7 +87,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     interrupted rerun is never taken for finished) and so are the point caches of other configs (all
     of them under ``force``).
     """
-    module = importlib.import_module(f"experiments.{name}")
+    module = importlib.import_module(module_path(name))
     config = module.PRESETS[preset]
     digest = config_hash(config)
     out_dir = out / name

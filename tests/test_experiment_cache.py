@@ -110,7 +110,7 @@ def test_prune_keeps_only_the_named_config(tmp_path):
 
 def test_a_real_experiment_recomputes_its_points_for_another_seed(tmp_path, monkeypatch):
     """lr_noise_scale (the cheapest sweep with a tiny preset): a seed change into the same folder recomputes."""
-    mod = importlib.import_module("experiments.lr_noise_scale")
+    mod = importlib.import_module("experiments.batch_size.lr_noise_scale")
     made = []
     real = mod.run_batch
     monkeypatch.setattr(mod, "run_batch", lambda config, b: made.append((config.seed, b)) or real(config, b))

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import fnnet as fn
-from experiments import _batch_stats as bs
-from experiments import _batch_util as bu
+from experiments import module_path
 from experiments._common import Claim, to_jsonable
+from experiments.batch_size import _batch_stats as bs
+from experiments.batch_size import _batch_util as bu
 
 # ----------------------------------------------------------------------------------------------
 # fits and regimes on curves with known answers
@@ -133,7 +134,7 @@ def test_tune_batch_brackets_the_best_rate():
 
 
 def _run(name, tmp_path):
-    mod = importlib.import_module(f"experiments.{name}")
+    mod = importlib.import_module(module_path(name))
     res = mod.run(mod.PRESETS["tiny"], tmp_path / name)
     assert res.claims and all(isinstance(c, Claim) and isinstance(c.holds, bool) for c in res.claims)
     for f in res.figures:
@@ -147,7 +148,7 @@ def test_steps_to_target_tiny(tmp_path):
     st = res.metrics["series"]["momentum_0"]
     assert res.claims[0].holds  # the best rate is inside the grid at every B
     assert st["steps"][-1] <= st["steps"][0]  # a larger batch never needs more steps here
-    again = importlib.import_module("experiments.steps_to_target")
+    again = importlib.import_module("experiments.batch_size.steps_to_target")
     bu.tune_batch.cache_clear()  # recompute: identical numbers (metrics.json must be reproducible)
     res2 = again.run(again.PRESETS["tiny"], tmp_path / "again")
     assert json.dumps(to_jsonable(res2.metrics)) == json.dumps(to_jsonable(res.metrics))

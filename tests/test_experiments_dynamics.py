@@ -17,9 +17,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import fnnet as fn
-from experiments import dead_relu, loss_landscape, rnn_bptt
+from experiments import module_path
 from experiments._common import to_jsonable
-from experiments._dynamics_util import spearman
+from experiments.texts import dead_relu, loss_landscape, rnn_bptt
+from experiments.texts._dynamics_util import spearman
 
 NAMES = ("rnn_bptt", "dead_relu", "loss_landscape")
 
@@ -31,7 +32,7 @@ def tiny(tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            module = importlib.import_module(f"experiments.{name}")
+            module = importlib.import_module(module_path(name))
             out = tmp_path_factory.mktemp(name)
             done[name] = (module.run(module.PRESETS["tiny"], out), out)
         return done[name]
@@ -175,7 +176,7 @@ def test_delta_carry_reproduces_the_rnn_layer_backward(key):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_preset_writes_figures_and_complete_claims(name, tiny):
-    module = importlib.import_module(f"experiments.{name}")
+    module = importlib.import_module(module_path(name))
     result, out = tiny(name)
     assert module.NAME == name and module.TITLE and set(module.PRESETS) == {"tiny", "quick", "full"}
     for preset in module.PRESETS.values():

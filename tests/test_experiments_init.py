@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import fnnet as fn
-from experiments import _init_jacobian as J
-from experiments import _init_nets as N
-from experiments import _init_util as U
+from experiments import module_path
 from experiments._common import Result, to_jsonable
+from experiments.initialization import _init_jacobian as J
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 
 NAMES = ("signal_propagation", "gradient_propagation", "symmetry", "trainability_depth", "mean_field", "residual_depth")
 
@@ -33,7 +34,7 @@ def tiny(tmp_path_factory):
 
     def get(name: str):
         if name not in done:
-            module = importlib.import_module(f"experiments.{name}")
+            module = importlib.import_module(module_path(name))
             out = tmp_path_factory.mktemp(name)
             done[name] = (module, module.run(module.PRESETS["tiny"], out), out)
         return done[name]

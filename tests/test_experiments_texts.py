@@ -15,13 +15,14 @@ import math
 
 import pytest
 
+from experiments import module_path
 from experiments._common import Result, to_jsonable
 
 NAMES = ("activations", "backprop_cases", "worked_example", "perceptron_xor", "universal_approximation", "conv_toy")
 
 
 def _run(name: str, out_dir) -> tuple[object, Result]:
-    module = importlib.import_module(f"experiments.{name}")
+    module = importlib.import_module(module_path(name))
     return module, module.run(module.PRESETS["tiny"], out_dir)
 
 

@@ -54,6 +54,7 @@ def fakes(monkeypatch):
     monkeypatch.setitem(sys.modules, "experiments.fake_ok", _fake("fake_ok", True, calls))
     monkeypatch.setitem(sys.modules, "experiments.fake_bad", _fake("fake_bad", False, calls))
     monkeypatch.setattr(runner, "EXPERIMENTS", ("fake_ok", "fake_bad"))
+    monkeypatch.setattr(runner, "module_path", lambda name: f"experiments.{name}")  # the fakes sit in no study
     return calls
 
 
@@ -215,6 +216,7 @@ mod = types.ModuleType("experiments.slow")
 mod.PRESETS, mod.run = {"tiny": Cfg()}, run
 sys.modules["experiments.slow"] = mod
 runner.EXPERIMENTS = ("slow",)
+runner.module_path = lambda name: "experiments." + name
 sys.exit(runner.main(["--preset", "tiny", "--out", sys.argv[1]]))
 """
 

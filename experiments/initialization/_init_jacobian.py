@@ -25,10 +25,10 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, close, pyplot, save_figure
-from fnnet.sweep import stack
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
+from fnnet.sweeps import stack
 
 SRC = "Pennington, Schoenholz & Ganguli 2017, sec. 2-3, eq. 13-16 and Fig. 1-2"
 

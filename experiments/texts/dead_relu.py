@@ -32,10 +32,10 @@ import numpy as np
 import optax
 
 import fnnet as fn
-from experiments import _dynamics_plots as plots
 from experiments._common import Claim, Result, point_cache
+from experiments.texts import _dynamics_plots as plots
 from fnnet import activations, data, initializers
-from fnnet.sweep import init_params, sweep
+from fnnet.sweeps import init_params, sweep
 
 NAME = "dead_relu"
 TITLE = "Dead ReLU units during training, and nets born dead"

@@ -21,9 +21,9 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, close, pyplot, save_figure
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 from fnnet.optim import sgd
 
 SRC_67 = "Glorot & Bengio 2010, Fig. 6-7 (activation / back-propagated gradient histograms) and eq. 13-16"

@@ -35,9 +35,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import fnnet as fn
-from experiments import _dynamics_plots as plots
 from experiments._common import Claim, Result, point_cache
-from experiments._dynamics_util import key_tree, round_sig, spearman
+from experiments.texts import _dynamics_plots as plots
+from experiments.texts._dynamics_util import key_tree, round_sig, spearman
 from fnnet import data
 
 NAME = "loss_landscape"

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import _batch_util as bu
 from experiments._common import Claim, Result, close, from_jsonable, pyplot, save_figure, to_jsonable
+from experiments.batch_size import _batch_util as bu
 
 NAME = "data_parallel"
 TITLE = "Data-parallel large batches: sharded curve points equal single-device ones"
@@ -78,7 +78,7 @@ def compare(config: Config) -> dict:
 
     import fnnet as fn
     from fnnet import optim, parallel
-    from fnnet.train import train
+    from fnnet.training import train
 
     mesh = parallel.data_mesh()
     seeds = tuple(config.seed + i for i in range(config.n_seeds))
@@ -124,7 +124,7 @@ def compare(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry: ``python -m experiments.data_parallel --worker CONFIG_JSON OUT_JSON``."""
+    """Worker entry: ``python -m experiments.batch_size.data_parallel --worker CONFIG_JSON OUT_JSON``."""
     p = argparse.ArgumentParser()
     p.add_argument("--worker", nargs=2, metavar=("CONFIG_JSON", "OUT_JSON"), required=True)
     a = p.parse_args(argv)
@@ -146,9 +146,9 @@ def run_worker(config: Config, out_dir: Path) -> dict:
     cfg.write_text(json.dumps(to_jsonable(config)))
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={config.host_devices}")
     env["JAX_PLATFORMS"] = "cpu"
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the repository root, above experiments/
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "experiments.data_parallel", "--worker", str(cfg), str(res)]
+    cmd = [sys.executable, "-m", "experiments.batch_size.data_parallel", "--worker", str(cfg), str(res)]
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"data_parallel worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

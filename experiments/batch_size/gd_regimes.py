@@ -22,11 +22,11 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _batch_stats as bs
-from experiments import _batch_util as bu
 from experiments._common import Claim, Result, point_cache, pyplot, save_figure
-from fnnet.sweep import sweep
-from fnnet.train import evaluate
+from experiments.batch_size import _batch_stats as bs
+from experiments.batch_size import _batch_util as bu
+from fnnet.sweeps import sweep
+from fnnet.training import evaluate
 
 NAME = "gd_regimes"
 TITLE = "Batch GD vs SGD vs mini-batch: loss per epoch, per update and per second"

@@ -1,7 +1,7 @@
 """Trainability against depth, after He et al. 2015 (Fig. 2-3): deep ReLU MLPs under He and Xavier init.
 
 For each depth, every (init, learning rate, seed) is one model of a single ``fnnet.sweep`` (vmapped,
-one compiled program per depth; manual gradients through :func:`experiments._init_util.mlp`, whose
+one compiled program per depth; manual gradients through :func:`experiments.initialization._init_util.mlp`, whose
 hidden layers are one ``lax.scan``). Optimizer: SGD with heavy-ball momentum, not Adam (Adam's
 per-parameter normalization would hide the shrinking gradients). For each init the learning rate with
 the lowest final training loss (median over seeds) is kept. Recorded: the number of SGD steps until
@@ -17,11 +17,11 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, Result, point_cache, pyplot, save_figure
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 from fnnet.optim import sgd
-from fnnet.sweep import stack, sweep
+from fnnet.sweeps import stack, sweep
 
 NAME = "trainability_depth"
 TITLE = "Trainability vs depth: He against Xavier init in deep ReLU MLPs (after He et al. 2015, Fig. 2-3)"

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _init_util as U
 from experiments._common import Claim, Result, pyplot, save_figure
+from experiments.initialization import _init_util as U
 from fnnet.optim import sgd
-from fnnet.sweep import stack, sweep
+from fnnet.sweeps import stack, sweep
 
 NAME = "symmetry"
 TITLE = "Symmetry breaking: zero/constant init keeps hidden units identical (rank 1); small random init breaks it"

@@ -1,16 +1,16 @@
 """Mean-field theory of deep tanh nets (Poole et al. 2016; Schoenholz et al. 2017), computed and measured.
 
 Weights W_ij ~ N(0, σ_w²/n), biases ~ N(0, σ_b²), σ_b² = 0.05 as in Schoenholz et al. Theory, by
-Gauss–Hermite quadrature (:mod:`experiments._init_util`): the fixed point q*, χ₁ = σ_w² E[φ′(√q* z)²]
+Gauss–Hermite quadrature (:mod:`experiments.initialization._init_util`): the fixed point q*, χ₁ = σ_w² E[φ′(√q* z)²]
 (order for χ₁ < 1, chaos for χ₁ > 1), the critical σ_w² where χ₁ = 1, the correlation map's fixed
 point c* and its depth scale ξ_c = −1/ln χ_c.
 
-Measured (:mod:`experiments._init_meanfield`) on random nets built from fnnet's Dense/Tanh forward
+Measured (:mod:`experiments.initialization._init_meanfield`) on random nets built from fnnet's Dense/Tanh forward
 and backward rules (weights drawn layer by layer inside a ``lax.scan``, vmapped over σ_w² and seeds):
 the decay of the correlation between two inputs (→ ξ_c), the per-layer decay of E(∂L/∂z_l)² (→ χ₁),
 and trainability: training accuracy of MNIST-1D nets after a fixed SGD budget over σ_w² × depth
 (``fnnet.sweep``), against the trainable-depth curve L ≈ 6ξ_c. Part 5, the Jacobian spectra of
-Pennington et al. 2017, is in :mod:`experiments._init_jacobian`.
+Pennington et al. 2017, is in :mod:`experiments.initialization._init_jacobian`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments import _init_jacobian as J
-from experiments import _init_meanfield as M
-from experiments import _init_util as U
 from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
+from experiments.initialization import _init_jacobian as J
+from experiments.initialization import _init_meanfield as M
+from experiments.initialization import _init_util as U
 
 NAME = "mean_field"
 TITLE = "Mean-field theory of deep tanh nets: q*, χ₁, order-to-chaos, depth scales, trainability, Jacobian spectra"

@@ -27,7 +27,7 @@ import numpy as np
 
 import fnnet as fn
 from experiments._common import Claim, Result, close, pyplot, save_figure
-from fnnet.gradcheck import relative_error
+from fnnet.checking import relative_error
 
 NAME = "conv_toy"
 TITLE = "The convnet toy case: a 3×3 input and a 2×2 filter, backward by hand"

@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments._common import Claim, Result, pyplot, save_figure
 from fnnet import catalog
-from fnnet.gradcheck import TOLERANCES, x64_available
+from fnnet.checking import TOLERANCES, x64_available
 
 NAME = "gradient_checks"
 TITLE = "Every hand-written rule checked three ways"
@@ -36,7 +36,7 @@ PRESETS = {
     "full": Config(dtypes=("float32", "float64"), transforms=("jit", "vmap")),
 }
 
-SOURCE = "fnnet DESIGN.md (contract); bars: fnnet.gradcheck.TOLERANCES"
+SOURCE = "fnnet DESIGN.md (contract); bars: fnnet.checking.TOLERANCES"
 
 
 def run(config: Config, out_dir: Path) -> Result:

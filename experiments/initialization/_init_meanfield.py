@@ -1,4 +1,4 @@
-"""Measurements of the mean-field study (see :mod:`experiments.mean_field`): depth scales and trainability.
+"""Measurements of the mean-field study (:mod:`experiments.initialization.mean_field`): depth scales, trainability.
 
 * :func:`measure`: random tanh nets, weights drawn layer by layer inside a ``lax.scan`` (fnnet's
   Dense/Tanh forward and backward rules), vmapped over σ_w² and seeds: the correlation c_l of input
@@ -17,11 +17,11 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import PointCache
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 from fnnet.optim import sgd
-from fnnet.sweep import stack, sweep
+from fnnet.sweeps import stack, sweep
 
 
 def _pairs(key, n: int, p: int, r: float, c_in: float):

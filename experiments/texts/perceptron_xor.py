@@ -24,8 +24,8 @@ import numpy as np
 
 import fnnet as fn
 from experiments._common import Claim, Result, pyplot, save_figure
-from experiments._fit_util import fit_full_batch
-from experiments._perceptron_util import augment, max_margin, perceptron, perceptron_trace
+from experiments.texts._fit_util import fit_full_batch
+from experiments.texts._perceptron_util import augment, max_margin, perceptron, perceptron_trace
 from fnnet import data, optim
 
 NAME = "perceptron_xor"

@@ -16,7 +16,7 @@ import optax
 
 import fnnet as fn
 from fnnet import optim
-from fnnet.gradcheck import relative_error
+from fnnet.checking import relative_error
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

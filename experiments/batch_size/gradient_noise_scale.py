@@ -18,12 +18,12 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _batch_stats as bs
-from experiments import _batch_util as bu
-from experiments import steps_to_target as stt
 from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
+from experiments.batch_size import _batch_stats as bs
+from experiments.batch_size import _batch_util as bu
+from experiments.batch_size._steps_sweep import STEPS_PRESETS, StepsConfig, seeds_of
 from fnnet import optim
-from fnnet.train import train
+from fnnet.training import train
 
 NAME = "gradient_noise_scale"
 TITLE = "Gradient noise scale B_simple vs the critical batch size (McCandlish et al. 2018)"
@@ -33,7 +33,7 @@ MCC = "McCandlish et al. 2018, 'An empirical model of large-batch training'"
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    steps: stt.Config = stt.PRESETS["quick"]  # the steps-to-target sweep that is fitted
+    steps: StepsConfig = STEPS_PRESETS["quick"]  # the steps-to-target sweep that is fitted
     trajectory_batch: int = 32  # the run along which B_simple is measured (its lr: the sweep's best)
     trajectory_epochs: int = 10
     b_small: int = 8  # the two batch sizes of the Appendix A estimator
@@ -44,9 +44,9 @@ class Config:
 
 
 PRESETS = {
-    "tiny": Config(steps=stt.PRESETS["tiny"], trajectory_batch=256, trajectory_epochs=2, b_big=256, draws=16),
+    "tiny": Config(steps=STEPS_PRESETS["tiny"], trajectory_batch=256, trajectory_epochs=2, b_big=256, draws=16),
     "quick": Config(),
-    "full": Config(steps=stt.PRESETS["full"], trajectory_epochs=30, draws=256),
+    "full": Config(steps=STEPS_PRESETS["full"], trajectory_epochs=30, draws=256),
 }
 
 
@@ -93,7 +93,7 @@ def run(config: Config, out_dir: Path) -> Result:
     t0 = time.perf_counter()
     sc = config.steps
     cache = point_cache(out_dir, config)
-    points = bu.sweep_batches(sc.workload, sc.batch_sizes, stt.seeds_of(sc), sc.momenta[0], sc.lr0_exp, cache)
+    points = bu.sweep_batches(sc.workload, sc.batch_sizes, seeds_of(sc), sc.momenta[0], sc.lr0_exp, cache)
     t_sweep = time.perf_counter() - t0
     s = bs.series(points)
     fs, fe = bs.fit_steps(s["B"], s["S"]), bs.fit_examples(s["B"], s["E"])

@@ -8,21 +8,21 @@ steps (mean over seeds of the first checked step at the target) is plotted again
 axes and cut into the three regimes; the optimal rate is plotted against B (Goyal et al. 2017).
 
 Gradients come from the hand-written rules; the loop is the focused while-loop of
-``experiments/_batch_util.py`` (the engine's ``fnnet.train`` checks the loss once per epoch, too
+:mod:`experiments.batch_size._batch_util` (the engine's ``fnnet.train`` checks the loss once per epoch, too
 coarse at small B).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments import _batch_stats as bs
-from experiments import _batch_util as bu
 from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
+from experiments.batch_size import _batch_stats as bs
+from experiments.batch_size import _batch_util as bu
+from experiments.batch_size._steps_sweep import STEPS_PRESETS, StepsConfig, seeds_of
 
 NAME = "steps_to_target"
 TITLE = "Steps to target vs batch size: three regimes and the optimal learning rate (Shallue et al. 2018)"
@@ -30,35 +30,8 @@ TITLE = "Steps to target vs batch size: three regimes and the optimal learning r
 SHALLUE = "Shallue et al. 2018, 'Measuring the effects of data parallelism on neural network training', Fig. 1"
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    batch_sizes: tuple[int, ...] = tuple(2**k for k in range(11))  # 1 … 1024
-    n_seeds: int = 2
-    momenta: tuple[float, ...] = (0.0,)  # 0 = plain SGD (the default workload)
-    lr0_exp: int = -6  # the first window is centred on 2^lr0_exp at the smallest B
-    workload: bu.Workload = bu.Workload()
-    seed: int = 0
-
-
-PRESETS = {
-    "tiny": Config(
-        batch_sizes=(256, 1024),
-        n_seeds=1,
-        lr0_exp=-1,
-        workload=bu.Workload(hidden=(32,), target=1.6, n_eval=500, max_steps=400, eval_ratio=1.1),
-    ),
-    "quick": Config(),
-    "full": Config(
-        batch_sizes=tuple(2**k for k in range(12)) + (4000,),
-        n_seeds=5,
-        momenta=(0.0, 0.9),
-        workload=bu.Workload(n_eval=4000, max_steps=60000, eval_ratio=1.02, stop_factor=2.0),
-    ),
-}
-
-
-def seeds_of(config) -> tuple[int, ...]:
-    return tuple(config.seed + i for i in range(config.n_seeds))
+Config = StepsConfig
+PRESETS = STEPS_PRESETS
 
 
 def analyse(points: list[dict]) -> dict:

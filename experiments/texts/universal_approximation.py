@@ -27,7 +27,7 @@ import optax
 
 import fnnet as fn
 from experiments._common import Claim, Result, pyplot, save_figure
-from experiments._fit_util import fit_full_batch
+from experiments.texts._fit_util import fit_full_batch
 from fnnet import data
 
 NAME = "universal_approximation"

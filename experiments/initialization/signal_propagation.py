@@ -4,7 +4,7 @@ Each net is depth × Dense(width) + φ with zero biases; its weights are drawn l
 ``lax.scan`` (fnnet's initializers and Dense.forward, the activation's forward rule), vmapped over
 seeds. Measured: q_l = mean z_l² over units and examples (the second moment, which is the variance
 over weight draws since E z = 0). Theory: the recursion q_{l+1} = n Var[w] · E_{z~N(0,q_l)}[φ(z)²]
-evaluated by Gauss–Hermite quadrature (:mod:`experiments._init_util`), started from the measured
+evaluated by Gauss–Hermite quadrature (:mod:`experiments.initialization._init_util`), started from the measured
 input second moment.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 
 NAME = "signal_propagation"
 TITLE = "Forward signal: Var[z_l] through depth, every activation × initializer, theory beside measurement"

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
-from experiments._backprop_util import five_step, listing_backprop, listing_fnnet_side, softmax_ce_elementwise
 from experiments._common import Claim, Result, close, pyplot, save_figure
-from fnnet.gradcheck import relative_error
+from experiments.texts._backprop_util import five_step, listing_backprop, listing_fnnet_side, softmax_ce_elementwise
+from fnnet.checking import relative_error
 
 NAME = "backprop_cases"
 TITLE = "Backpropagation's two cases, element by element, against matrix rules and autodiff"

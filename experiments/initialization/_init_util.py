@@ -9,7 +9,7 @@
   For large q it switches to a fine trapezoid rule (see :func:`gauss_mean`).
 
 The deep nets themselves (scanned stacks, traces, shared weight draws) are in
-:mod:`experiments._init_nets`.
+:mod:`experiments.initialization._init_nets`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Blocks of width n (Dense with Xavier init, activation φ), four kinds:
     residual    h ← h + φ(Dense(h))                      (fnnet ``residual``)
     plain+BN    h ← φ(BatchNorm(Dense(h)))
     residual+BN h ← h + φ(BatchNorm(Dense(h)))
-A depth-D net is the first D blocks of one deep random net (:func:`experiments._init_util.repeat`).
+A depth-D net is the first D blocks of one deep random net (:func:`experiments.initialization._init_util.repeat`).
 The loss is L = mean_b ⟨u_b, h_D,b⟩ with ‖u_b‖ = 1, i.e. a unit gradient per example at the output;
 one reverse ``lax.scan`` of the blocks' hand-written backward rules (BatchNorm in training mode, batch
 statistics) carries the gradients of all depths at once (row D receives u at block D). Measured: the
@@ -24,9 +24,9 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, Result, pyplot, save_figure
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 
 NAME = "residual_depth"
 TITLE = "Residual connections and BatchNorm: the gradient at layer 1 against depth"

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _batch_util as bu
 from experiments._common import Claim, Result, point_cache, pyplot, save_figure
-from fnnet.sweep import sweep
+from experiments.batch_size import _batch_util as bu
+from fnnet.sweeps import sweep
 
 NAME = "lr_noise_scale"
 TITLE = "Noise scale g = eps*N/B: equal g gives equal results over a range of B (Smith & Le 2018)"

@@ -9,7 +9,7 @@ of one deep random net. Theory: E‖∂L/∂h_{l−1}‖² = σ_w² E[φ′(z_l)
 forward recursion (Gauss–Hermite quadrature).
 
 Part B (Glorot & Bengio 2010, Fig. 6-7 and eq. 14) and part C (their Fig. 2) live in
-:mod:`experiments._init_glorot`.
+:mod:`experiments.initialization._init_glorot`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
-from experiments import _init_glorot as G
-from experiments import _init_nets as N
-from experiments import _init_util as U
 from experiments._common import Claim, Result, close, pyplot, save_figure
+from experiments.initialization import _init_glorot as G
+from experiments.initialization import _init_nets as N
+from experiments.initialization import _init_util as U
 
 NAME = "gradient_propagation"
 TITLE = "Backward signal: unit gradients through random nets of depth 1-50; Glorot & Bengio's Fig. 2, 6-7, eq. 14"

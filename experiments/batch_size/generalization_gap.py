@@ -22,10 +22,10 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments import _batch_stats as bs
-from experiments import _batch_util as bu
 from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
-from fnnet.sweep import sweep
+from experiments.batch_size import _batch_stats as bs
+from experiments.batch_size import _batch_util as bu
+from fnnet.sweeps import sweep
 
 NAME = "generalization_gap"
 TITLE = "Large batches, sharp minima and the generalisation gap (Keskar et al. 2017)"

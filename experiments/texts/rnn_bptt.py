@@ -34,8 +34,8 @@ import numpy as np
 import optax
 
 import fnnet as fn
-from experiments import _dynamics_plots as plots
 from experiments._common import Claim, Result, close, point_cache
+from experiments.texts import _dynamics_plots as plots
 from fnnet import activations, initializers
 from fnnet.layers import hidden_jacobian_norms
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import fnnet as fn
-from experiments._init_util import act_layer, initializer, leaky_alpha
+from experiments.initialization._init_util import act_layer, initializer, leaky_alpha
 from fnnet.core import Array, Layer
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def init_eager(layer: Layer, in_shape: tuple[int, ...], keys: Array):
     Eager initialization reuses the per-shape compiled RNG primitives across calls and experiments;
     a jitted or vmapped init compiles every layer's RNG afresh, which costs seconds on CPU.
     """
-    from fnnet.sweep import stack
+    from fnnet.sweeps import stack
 
     return stack([layer.init(k, tuple(in_shape))[1] for k in keys])
 

@@ -1,0 +1,1 @@
+"""The batch-size study: GD regimes, steps to target, noise scales, the generalization gap, data parallelism."""

@@ -1,0 +1,1 @@
+"""The checks study: every hand-written rule of fnnet's catalog checked three ways (``fnnet check``)."""

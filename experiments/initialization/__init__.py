@@ -1,0 +1,1 @@
+"""The initialization study: signal and gradient propagation, symmetry, trainability, mean field, residual depth."""

@@ -1,0 +1,1 @@
+"""The texts study: the source texts' own material (activations, backprop, worked example, XOR, ...) reproduced."""
