@@ -173,7 +173,7 @@ def claims(res: dict, cfg: GlorotConfig) -> list[Claim]:
     out.append(
         Claim(
             "the hand-written backward gives the same weight gradients as jax.grad (tanh nets, both inits)",
-            "fnnet DESIGN.md (manual rules are checked against autodiff)",
+            "fnnet's own contract (manual rules are checked against autodiff)",
             "<= 1e-5",
             worst,
             "relative error <= 1e-5",

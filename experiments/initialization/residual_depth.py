@@ -130,7 +130,7 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
     out.append(
         Claim(
             "the hand-written backward (Dense, BatchNorm, activations, residual) gives the same ∂L/∂W₁ as jax.grad",
-            "fnnet DESIGN.md (manual rules are checked against autodiff)",
+            "fnnet's own contract (manual rules are checked against autodiff)",
             "<= 1e-4",
             worst,
             "relative error, deepest net, every kind and seed",

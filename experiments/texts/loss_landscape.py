@@ -318,7 +318,7 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
     claims = [
         Claim(
             "the Hessian as forward-mode autodiff of the hand-written gradient equals jax.hessian of the forward",
-            "fnnet DESIGN.md (manual rules checked against autodiff); float64, 2-3-1 tanh net",
+            "fnnet's own contract (manual rules checked against autodiff); float64, 2-3-1 tanh net",
             "≤ 1e-10 relative (Frobenius)",
             h_err,
             1e-10,

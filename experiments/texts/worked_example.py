@@ -204,7 +204,7 @@ def run(config: Config, out_dir: Path) -> Result:
     claims.append(
         close(
             "manual rules and jax.grad agree on every number of the example (float64, max |diff|)",
-            "fnnet DESIGN.md (manual rule = autodiff)",
+            "fnnet's own contract (manual rule = autodiff)",
             0.0,
             worst,
             atol=1e-12,
