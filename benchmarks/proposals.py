@@ -31,8 +31,7 @@ from jax import lax
 
 import fnnet as fn
 import fnnet.layers.normalization as normalization
-from fnnet import _bench_models as models
-from fnnet import _bench_timing as timing
+from fnnet.bench import models, timing
 from fnnet.core import Layer
 from fnnet.grad import GRAD_SOURCES
 from fnnet.layers import recurrent
@@ -118,7 +117,7 @@ def _compare(entry, proposed_entry=None, patch=None):
                 setattr(patch[0], patch[1], saved)
         m, a = row["sources"]["manual"], row["sources"]["autodiff"]
         print(
-            f"{entry.name:30s} {label:11s} rel. err. vs jax.grad {timing._rel(grads, reference):.1e}  "
+            f"{entry.name:30s} {label:11s} rel. err. vs jax.grad {timing.rel_error(grads, reference):.1e}  "
             f"manual {m['step_s'] * 1e3:8.3f} ms {m['temp_bytes'] / 2**20:6.2f} MiB   "
             f"autodiff {a['step_s'] * 1e3:8.3f} ms {a['temp_bytes'] / 2**20:6.2f} MiB   "
             f"manual/autodiff {row['ratio_manual_autodiff']:.3f}",

@@ -260,3 +260,48 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
         return check_layer(
             thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
         )
+
+
+class CheckRow(NamedTuple):
+    """One row of :func:`check_all`: an entry checked in one dtype under one transform."""
+
+    entry: str  # the entry's name
+    dtype: str  # "float32" or "float64"
+    transform: str  # "jit", "vmap" or "none"
+    rel_autodiff: float  # relative error of the manual rule vs jax.grad
+    rel_fd: float | None  # vs central finite differences; None where FD is skipped (a kink or a tie)
+    adjoint: float  # error of the identity <J t, c> = <t, J^T c>
+    ok: bool  # within the dtype's bars
+    failures: list  # the names of the failed checks
+
+
+def check_all(
+    entries: Any = None,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+    transforms: tuple[str, ...] = ("jit",),
+    on_row: Callable[[CheckRow], None] | None = None,
+) -> list[CheckRow]:
+    """Run :func:`check_entry` for every entry (default: all of :func:`entries`), dtype and transform.
+
+    ``on_row(row)`` is called as each row finishes (for progress output). Returns the rows in order:
+    entry, then dtype, then transform.
+    """
+    rows = []
+    for entry in globals()["entries"]() if entries is None else entries:
+        for dtype in dtypes:
+            for transform in transforms:
+                r = check_entry(entry, jnp.dtype(dtype), transform)
+                row = CheckRow(
+                    entry=entry.name,
+                    dtype=str(dtype),
+                    transform=transform,
+                    rel_autodiff=r.rel_autodiff,
+                    rel_fd=None if r.fd_dtype == "skipped" else r.rel_fd,
+                    adjoint=r.dot_error,
+                    ok=r.ok,
+                    failures=r.failures,
+                )
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnet.core import Array, Layer, Loss, Params, is_int
-from fnnet.data import validate
+from fnnet.data.dataset import check_label_range, validate
 from fnnet.optim import global_norm
 
 __all__ = [
@@ -138,12 +138,8 @@ def check_labels(layer: Layer, loss: Loss, params: Params, datasets: dict[str, A
         return  # the loss itself refuses logits of another rank, with its own message
     classes = int(out.shape[1])
     for name, ds in todo.items():
-        hi = int(jnp.max(ds.y))
-        if hi >= classes:
-            raise ValueError(
-                f"{name} has label {hi}, but the model has {classes} outputs (classes); softmax_cross_entropy "
-                f"needs labels in [0, {classes - 1}]"
-            )
+        reason = f"but the model has {classes} outputs (classes); softmax_cross_entropy needs them"
+        check_label_range(np.asarray(ds.y), classes, f"{name} has", reason)
 
 
 def evaluate(

@@ -10,7 +10,8 @@ import math
 
 import pytest
 
-from fnnet import bench, cli
+from fnnet import cli
+from fnnet.cli import bench
 
 SOURCES = ("manual", "autodiff", "custom_vjp")
 

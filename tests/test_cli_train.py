@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from fnnet import cli_train
+from fnnet.cli import train as cli_train
 
 SMALL = [
     "--data",

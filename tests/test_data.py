@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fnnet import data
+from fnnet.data import generated
 
 
 def test_mnist1d_isolates_global_rngs_and_caches(tmp_path):
@@ -47,7 +48,7 @@ def test_mnist1d_default_split_shape(tmp_path, monkeypatch):
             "y_test": np.zeros(n - k, int),
         }
 
-    monkeypatch.setattr(data, "_generate_mnist1d", fake)
+    monkeypatch.setattr(generated, "_generate_mnist1d", fake)
     train, test = data.mnist1d(cache=False)
     assert seen == {"num_samples": 5000, "train_split": 0.8, "seed": 42}
     assert train.x.shape == (4000, 40) and test.x.shape == (1000, 40)
@@ -106,7 +107,7 @@ def test_validate_names_the_problem():
         data.validate((x, np.zeros(3, np.int32)))
     with pytest.raises(ValueError, match="NaN or Inf"):
         data.validate((np.full((4, 2), np.nan, np.float32), np.zeros(4, np.int32)))
-    with pytest.raises(ValueError, match="label 7, outside"):
+    with pytest.raises(ValueError, match=r"label 7, out of range for 5 classes \(labels must lie in \[0, 4\]\)"):
         data.validate((x, np.array([0, 1, 7, 2], np.int32)), num_classes=5)
     with pytest.raises(ValueError, match="label -1"):
         data.validate((x, np.array([0, -1, 1, 2], np.int32)))

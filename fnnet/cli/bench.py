@@ -4,7 +4,7 @@ For every model of the set (MLPs small to wide, a CNN, an RNN and an LSTM over 5
 and residual MLPs) it compiles one jitted train step (forward + backward + SGD update) per gradient
 source — ``manual`` (the hand-written rules), ``autodiff`` (``jax.value_and_grad`` of the same
 forward) and ``custom_vjp`` (``jax.grad`` through the rules) — checks that the three agree, and
-measures the step time (median of interleaved samples after warm-up; see :mod:`fnnet._bench_timing`),
+measures the step time (median of interleaved samples after warm-up; see :mod:`fnnet.bench.timing`),
 the compile time, the peak temporary memory of the compiled program (``memory_analysis()``), the
 analytic FLOPs and the achieved GFLOP/s as a fraction of the fp32 matmul peak **measured in the same
 run**. Then the sweep throughput: 64 MNIST-1D MLPs as one vmapped program, as a Python loop of jitted
@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from fnnet import _bench_report as report
+from fnnet.bench import models as bench_models
+from fnnet.bench import report, sweep, timing
+from fnnet.cli.parser import UsageParser
 
 TARGETS = report.TARGETS
 
@@ -93,14 +94,12 @@ def _select(names: list[str], only: str | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args``; print a table (or JSON) and write the result files."""
-    from fnnet import _bench_models, _bench_sweep, _bench_timing
-
     quick = bool(args.quick)
     repeats = args.repeats or (3 if quick else 7)
     min_time = args.min_time if args.min_time is not None else (0.02 if quick else 0.2)
     models = args.models or (4 if quick else 64)
     epochs = args.epochs or (1 if quick else 10)
-    entries = _bench_models.entries(quick)
+    entries = bench_models.entries(quick)
     chosen = set(_select([e.name for e in entries] + ["sweep"], args.only))
     if not chosen:
         print(f"fnnet bench: no entry matches --only {args.only!r}", file=sys.stderr)
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     say(f"fnnet bench on {result['machine']['name']} (load average {result['machine']['load_before']})")
     sizes = (256, 512, 1024) if quick else (512, 1024, 2048, 4096)
-    result["matmul_peak"] = _bench_timing.matmul_peak(sizes, repeats)
+    result["matmul_peak"] = timing.matmul_peak(sizes, repeats)
     say(
         f"measured fp32 matmul peak: {result['matmul_peak']['gflops']:.1f} GFLOP/s "
         f"(jitted {result['matmul_peak']['n']}x{result['matmul_peak']['n']} matmul)"
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     for entry in entries:
         if entry.name not in chosen:
             continue
-        row = _bench_timing.bench_entry(entry, repeats=repeats, min_time=min_time, check_grads=not quick)
+        row = timing.bench_entry(entry, repeats=repeats, min_time=min_time, check_grads=not quick)
         report.add_peak_fraction(row, result["matmul_peak"]["gflops"])
         rows.append(row)
         if not args.json:
@@ -129,9 +128,7 @@ def run(args: argparse.Namespace) -> int:
     result["entries"] = rows
     if "sweep" in chosen:
         say(f"sweep: {models} MNIST-1D MLPs x {epochs} epochs, vmapped vs loop of jitted runs vs PyTorch eager ...")
-        result["sweep"] = _bench_sweep.bench_sweep(
-            models=models, epochs=epochs, peak_gflops=result["matmul_peak"]["gflops"]
-        )
+        result["sweep"] = sweep.bench_sweep(models=models, epochs=epochs, peak_gflops=result["matmul_peak"]["gflops"])
         if "torch_skipped" in result["sweep"]:
             say(result["sweep"]["torch_skipped"])
         if not args.json:
@@ -152,14 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fnnet.bench``: the same options as ``fnnet bench``."""
-    from fnnet.cli import _Parser
-
-    parser = _Parser(prog="python -m fnnet.bench")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = UsageParser(prog="python -m fnnet.bench")
+    sub = parser.add_subparsers(dest="command", parser_class=UsageParser)
     add_parser(sub)
     return run(parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())

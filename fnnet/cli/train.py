@@ -47,11 +47,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fnnet import activations, optim
 from fnnet._io import atomic_write, probe_writable, remove_stale_temporaries
+from fnnet.cli.parser import UsageParser
+from fnnet.grad import GRAD_SOURCES
 
 DATASETS = ("mnist1d", "mnist", "fashion_mnist", "spirals", "xor")
-GRADS = ("manual", "autodiff", "custom_vjp")
+GRADS = tuple(GRAD_SOURCES)
 PROG = "fnnet train"
+HINT = f"see {PROG} --help"
 RUN_FILE, METRICS_FILE, CHECKPOINT_FILE = "run.json", "metrics.json", "checkpoint.npz"
 SEED_MAX = 2**32 - 1  # jax.random.key folds a seed onto 32 bits: -1 and 2**32 - 1 give one key
 STEP_MAX = 2**31 - 1  # the int32 step counter of TrainState
@@ -62,24 +66,15 @@ class UsageError(Exception):
     """A bad flag value: reported on one line, exit status 2."""
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    def error(message: str):
-        print(f"{PROG}: error: {message} (see {PROG} --help)", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # argparse's own errors: one line, no usage block
-    return parser
-
-
 def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the flags of ``fnnet train`` to ``p``."""
     a = p.add_argument
     a("--data", default="mnist1d", choices=DATASETS, help="dataset (default: mnist1d, generated offline)")
     a("--data-dir", default=None, help="folder with the MNIST/Fashion-MNIST files (default: $FNNET_DATA/<name>)")
     a("--hidden", default="100,100", help="hidden layer widths, comma-separated; '' for none (default: 100,100)")
-    a("--activation", default="relu", help="relu, tanh, sigmoid, gelu, swish, leaky_relu, ... (default: relu)")
+    a("--activation", default="relu", help=f"one of {', '.join(sorted(activations.LAYERS))} (default: relu)")
     a("--init", default="he_normal", help="weight initializer, e.g. he_normal, glorot_uniform (default: he_normal)")
-    a("--optimizer", default="adam", choices=("sgd", "momentum", "nesterov", "adam"), help="(default: adam)")
+    a("--optimizer", default="adam", choices=optim.OPTIMIZERS, help="(default: adam)")
     a("--lr", type=float, default=1e-2, help="learning rate, positive and finite (default: 0.01)")
     a("--momentum", type=float, default=0.9, help="in [0, 1), for --optimizer momentum/nesterov (default: 0.9)")
     a("--weight-decay", type=float, default=0.0, help="L2 penalty coefficient λ >= 0 (default: 0)")
@@ -108,10 +103,10 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train`` on an ``add_subparsers()`` object; returns its parser (call ``run(args)``)."""
-    p = subparsers.add_parser("train", help="train an MLP from flags", description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser("train", help="train an MLP from flags", description=__doc__.split("\n\n")[0], hint=HINT)
     configure(p)
     p.set_defaults(run=run)
-    return _one_line_errors(p)
+    return p
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -119,7 +114,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> list[int]:
     """Check every flag that needs no data; returns the hidden widths. Raises UsageError."""
-    from fnnet import activations, initializers
+    from fnnet import initializers
 
     text = args.hidden.strip()
     try:
@@ -190,7 +185,7 @@ def _load(args) -> tuple[Any, Any]:
 
 def _build(args, hidden: list[int], in_dim: int, classes: int):
     import fnnet as fn
-    from fnnet import activations, initializers, optim
+    from fnnet import initializers
 
     init = initializers.get(args.init)
     layers = []
@@ -517,14 +512,10 @@ def _summary_line(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fnnet.cli_train ...``: the same command without the ``fnnet`` dispatcher."""
-    parser = _one_line_errors(configure(argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])))
+    """``fnnet train ...`` without the ``fnnet`` dispatcher (for tests and scripts)."""
+    parser = configure(UsageParser(prog=PROG, description=__doc__.split("\n\n")[0], hint=HINT))
     try:
         return run(parser.parse_args(argv))
     except KeyboardInterrupt:  # while parsing; run() reports its own
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

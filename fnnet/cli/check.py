@@ -1,32 +1,21 @@
-"""The ``fnnet`` command: ``fnnet check``, ``fnnet train``, ``fnnet bench``.
-
-Usage errors (unknown flags, bad values) exit 2 with one line on stderr; ``fnnet check`` exits 1
-when any catalog entry fails its bars.
-"""
+"""``fnnet check``: the catalog's parity checks on this backend, one table (or JSON); exit 1 when a rule fails."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from fnnet import catalog
 from fnnet.checking import TOLERANCES, x64_available
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error and exit code 2, and no usage dump."""
-
-    def error(self, message: str):  # noqa: D401
-        self.exit(2, f"{self.prog}: error: {message}\n")
+__all__ = ["add_parser", "run"]
 
 
-def _add_check(sub) -> None:
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register ``check`` on an ``add_subparsers()`` object; returns its parser."""
     p = sub.add_parser(
         "check",
         help="check every hand-written rule against jax.grad and finite differences",
@@ -40,9 +29,11 @@ def _add_check(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--only", default=None, help="only the entry of this name, or else those whose name contains it")
     p.add_argument("--vmap", action="store_true", help="check under vmap as well as jit")
+    return p
 
 
-def run_check(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run ``fnnet check`` with parsed ``args``; returns the exit status."""
     backend = jax.default_backend()
     dtypes = ["float32", "float64"] if args.dtype == "all" else [args.dtype]
     notes = []
@@ -56,26 +47,15 @@ def run_check(args: argparse.Namespace) -> int:
     if not entries:
         print(f"fnnet check: no catalog entry matches --only {args.only!r}", file=sys.stderr)
         return 2
-    transforms = ["jit", "vmap"] if args.vmap else ["jit"]
+    transforms = ("jit", "vmap") if args.vmap else ("jit",)
     rows = []
-    for entry in entries:
-        for dtype in dtypes:
-            for transform in transforms:
-                r = catalog.check_entry(entry, jnp.dtype(dtype), transform)
-                rows.append(
-                    dict(
-                        entry=entry.name,
-                        dtype=dtype,
-                        transform=transform,
-                        rel_autodiff=r.rel_autodiff,
-                        rel_fd=None if r.fd_dtype == "skipped" else r.rel_fd,
-                        adjoint=r.dot_error,
-                        ok=r.ok,
-                        failures=r.failures,
-                    )
-                )
-                if not args.json:
-                    _print_row(rows[-1], first=len(rows) == 1)
+
+    def on_row(row: catalog.CheckRow) -> None:
+        rows.append(row._asdict())
+        if not args.json:
+            _print_row(rows[-1], first=len(rows) == 1)
+
+    catalog.check_all(entries, dtypes=tuple(dtypes), transforms=transforms, on_row=on_row)
     failed = sum(not r["ok"] for r in rows)
     summary = f"{len(rows) - failed}/{len(rows)} passed on {backend} ({jax.devices()[0].device_kind})"
     if args.json:
@@ -101,36 +81,3 @@ def _print_row(row: dict, first: bool) -> None:
         f"{fd:>9} {row['adjoint']:>9.1e}  {'pass' if row['ok'] else 'FAIL ' + ','.join(row['failures'])}",
         flush=True,
     )
-
-
-# Subcommands implemented in their own modules: name -> module with add_parser(sub) and run(args).
-_PLUGINS = {"train": "fnnet.cli_train", "bench": "fnnet.bench"}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="fnnet", description="fnnet: hand-written backpropagation, checked against jax.grad.")
-    sub = parser.add_subparsers(dest="command", metavar="{check,train,bench}", parser_class=_Parser)
-    _add_check(sub)
-    runners = {"check": run_check}
-    for name, module in _PLUGINS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.add_parser(sub)
-        runners[name] = mod.run
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    try:
-        return runners[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,12 +28,12 @@ class Entry(NamedTuple):
     flops: int  # analytic FLOPs of one train step (forward + backward + update)
 
 
-def _step_flops(macs: list[tuple[int, bool]]) -> int:
+def step_flops(macs: list[tuple[int, bool]]) -> int:
     """2 FLOPs per MAC, three products (forward, dW, dx) per op, two when its dx is not needed."""
     return sum(2 * m * (3 if needs_dx else 2) for m, needs_dx in macs)
 
 
-def _dense_macs(batch: int, dims: list[int]) -> list[tuple[int, bool]]:
+def dense_macs(batch: int, dims: list[int]) -> list[tuple[int, bool]]:
     return [(batch * a * b, i > 0) for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
 
 
@@ -53,7 +53,7 @@ def mlp(name: str, dims: list[int], batch: int, act: str = "relu") -> Entry:
         batch,
         fn.softmax_cross_entropy,
         dims[-1],
-        _step_flops(_dense_macs(batch, dims)),
+        step_flops(dense_macs(batch, dims)),
     )
 
 
@@ -64,7 +64,7 @@ def batchnorm_mlp(name: str, dims: list[int], batch: int) -> Entry:
         layers += [fn.Dense(d), fn.BatchNorm(), fn.Relu()]
     layers.append(fn.Dense(dims[-1]))
     about = f"MLP {'-'.join(map(str, dims))} Dense-BN-ReLU"
-    flops = _step_flops(_dense_macs(batch, dims))
+    flops = step_flops(dense_macs(batch, dims))
     return Entry(name, about, lambda: fn.serial(*layers), (dims[0],), batch, fn.softmax_cross_entropy, dims[-1], flops)
 
 
@@ -77,10 +77,10 @@ def residual_mlp(name: str, d_in: int, width: int, blocks: int, classes: int, ba
         ]
         return fn.serial(fn.Dense(width), *body, fn.Dense(classes))
 
-    macs = _dense_macs(batch, [d_in, width])
+    macs = dense_macs(batch, [d_in, width])
     macs += [(batch * width * width, True)] * (2 * blocks) + [(batch * width * classes, True)]
     about = f"residual MLP {d_in}-{width}x{blocks} blocks (LN-Dense-ReLU-Dense)-{classes}"
-    return Entry(name, about, build, (d_in,), batch, fn.softmax_cross_entropy, classes, _step_flops(macs))
+    return Entry(name, about, build, (d_in,), batch, fn.softmax_cross_entropy, classes, step_flops(macs))
 
 
 def cnn(name: str, hw: int, channels: tuple[int, int], hidden: int, batch: int) -> Entry:
@@ -105,7 +105,7 @@ def cnn(name: str, hw: int, channels: tuple[int, int], hidden: int, batch: int) 
     macs = [(batch * hw * hw * 9 * 1 * c1, False), (batch * h2 * h2 * 9 * c1 * c2, True)]
     macs += [(batch * h4 * h4 * c2 * hidden, True), (batch * hidden * 10, True)]
     about = f"CNN {hw}x{hw}x1 conv{c1}-pool-conv{c2}-pool-{hidden}-10"
-    return Entry(name, about, build, (hw, hw, 1), batch, fn.softmax_cross_entropy, 10, _step_flops(macs))
+    return Entry(name, about, build, (hw, hw, 1), batch, fn.softmax_cross_entropy, 10, step_flops(macs))
 
 
 def recurrent(name: str, kind: str, steps: int, d_in: int, hidden: int, batch: int) -> Entry:
@@ -120,7 +120,7 @@ def recurrent(name: str, kind: str, steps: int, d_in: int, hidden: int, batch: i
     # input projection: forward + dW (x needs no gradient); recurrence: forward, dU and dh
     macs = [(n * d_in * gates * hidden, False), (n * hidden * gates * hidden, True), (batch * hidden * 10, True)]
     about = f"{kind.upper()} {d_in}->{hidden} over {steps} steps, Dense(10) on h_T"
-    return Entry(name, about, build, (steps, d_in), batch, fn.softmax_cross_entropy, 10, _step_flops(macs))
+    return Entry(name, about, build, (steps, d_in), batch, fn.softmax_cross_entropy, 10, step_flops(macs))
 
 
 def entries(quick: bool) -> list[Entry]:

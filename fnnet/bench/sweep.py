@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
-from fnnet._bench_models import _dense_macs, _step_flops
+from fnnet.bench.models import dense_macs, step_flops
 
 DIMS = (40, 100, 100, 10)
 LR = 0.1
@@ -118,7 +118,7 @@ def bench_sweep(*, models: int, epochs: int, batch: int = 100, peak_gflops: floa
     """
     train, _ = fn.data.mnist1d()
     steps = epochs * (train.x.shape[0] // batch)
-    flops = _step_flops(_dense_macs(batch, list(DIMS)))
+    flops = step_flops(dense_macs(batch, list(DIMS)))
     row: dict[str, Any] = {
         "models": models,
         "model": "MLP " + "-".join(map(str, DIMS)) + " ReLU, softmax CE, SGD lr 0.1",

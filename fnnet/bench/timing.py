@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet._bench_models import Entry
+from fnnet.bench.models import Entry
 from fnnet.grad import GRAD_SOURCES
 
 SOURCES = tuple(GRAD_SOURCES)
@@ -115,7 +115,7 @@ def _xla_flops(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def _rel(a: Any, b: Any) -> float:
+def rel_error(a: Any, b: Any) -> float:
     """‖a − b‖ / max(‖a‖, ‖b‖, tiny) over all leaves together (a leaf whose true gradient is 0, such as
     a bias before BatchNorm, holds only rounding and would make a per-leaf ratio meaningless)."""
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
@@ -147,7 +147,7 @@ def bench_entry(
     if check_grads:  # the three must agree: gradients at the same params, relative to autodiff's
         grads = {s: jax.jit(GRAD_SOURCES[s](layer, entry.loss))(params, x, y)[1] for s in sources}
         for s in sources:
-            row["sources"][s] = {"grad_rel_err_vs_autodiff": _rel(grads[s], grads.get("autodiff", grads[s]))}
+            row["sources"][s] = {"grad_rel_err_vs_autodiff": rel_error(grads[s], grads.get("autodiff", grads[s]))}
 
     compiled, state = {}, {}
     for s in sources:

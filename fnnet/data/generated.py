@@ -1,16 +1,5 @@
-"""Datasets: MNIST-1D (the default), small synthetic sets, MNIST/Fashion-MNIST from local files.
-
-Every loader returns :class:`Dataset` ``(x, y)`` with a batch axis first: ``x`` float32, ``y`` int32
-class labels ``(N,)`` or float32 regression targets ``(N, k)``. Nothing is downloaded at run time.
-
-* :func:`mnist1d` — Greydanus 2020, 40-long 1-D signals of 10 digits, generated offline by the
-  ``mnist1d`` package with its published arguments (4000 train / 1000 test) and cached as ``.npz``.
-* :func:`xor`, :func:`linearly_separable`, :func:`two_spirals`, :func:`teacher_student`,
-  :func:`target_1d` (sine, |x|, step on [−π, π]) — synthetic sets drawn from explicit keys.
-  (``linearly_separable`` and ``teacher_student`` also return the ground truth.)
-* :func:`mnist`, :func:`fashion_mnist` — from IDX files (optionally ``.gz``) or an ``.npz`` that the
-  user downloaded; loaded with ``allow_pickle=False``. See :mod:`fnnet.datafiles`.
-* :func:`standardize`, :func:`one_hot`, :func:`validate`, :func:`batches` — helpers.
+"""Generated data: MNIST-1D (Greydanus 2020, made offline by the ``mnist1d`` package and cached) and
+synthetic sets drawn from explicit keys (xor, linearly separable, two spirals, teacher-student, 1-D targets).
 
 The cache directory is ``$FNNET_CACHE``, else ``$XDG_CACHE_HOME/fnnet``, else ``~/.cache/fnnet``.
 """
@@ -21,96 +10,27 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fnnet._io import atomic_write
-from fnnet.core import Array, Layer, Params, is_concrete, is_int
-from fnnet.datafiles import DataFileError, fashion_mnist, load_idx, load_npz, mnist
+from fnnet.core import Array, Layer, Params, is_int
+from fnnet.data.dataset import Dataset
 
 __all__ = [
-    "DataFileError",
-    "Dataset",
-    "batches",
+    "TARGETS_1D",
     "cache_dir",
-    "fashion_mnist",
     "linearly_separable",
-    "load_idx",
-    "load_npz",
-    "mnist",
     "mnist1d",
-    "one_hot",
-    "standardize",
     "target_1d",
     "teacher_student",
     "two_spirals",
-    "validate",
     "xor",
 ]
-
-
-class Dataset(NamedTuple):
-    """Inputs and targets with the batch axis first."""
-
-    x: Any  # (N, ...) float32 inputs
-    y: Any  # (N,) int32 class labels, or (N, k) float32 regression targets
-
-
-def validate(ds: Any, name: str = "dataset", num_classes: int | None = None) -> Dataset:
-    """Check a dataset and return it as a :class:`Dataset`; raise ``ValueError`` naming the problem.
-
-    Checks: a pair ``(x, y)``; at least one example; the same N; float inputs without NaN/Inf;
-    integer labels ``(N,)`` in ``[0, num_classes)`` (when given, and never negative) or finite float
-    targets. Integer (or bool) inputs are refused, not cast: every layer computes in floats, and an
-    integer ``x`` is most often a mix-up (labels or raw pixels passed as inputs); convert explicitly,
-    e.g. ``x.astype(np.float32) / 255``. Nested lists are read as NumPy arrays.
-    """
-    if not (isinstance(ds, tuple) and len(ds) == 2):
-        raise ValueError(f"{name} must be a pair (x, y) such as fnnet.data.Dataset, got {type(ds).__name__}")
-    arrays = []
-    for what, a in (("inputs x", ds[0]), ("targets y", ds[1])):
-        if not hasattr(a, "dtype"):
-            try:
-                a = np.asarray(a)
-            except ValueError as e:
-                raise ValueError(f"{name}: its {what} cannot be read as one array ({e})") from None
-        if np.dtype(a.dtype).kind in "OSUVMm" and not jnp.issubdtype(a.dtype, jnp.floating):
-            raise ValueError(f"{name} needs numeric {what}, got an array of dtype {a.dtype}")
-        arrays.append(a)
-    x, y = arrays
-    xs, ys = np.shape(x), np.shape(y)
-    if len(xs) < 1 or len(ys) < 1:
-        raise ValueError(f"{name} needs a batch axis on x and y, got shapes {xs} and {ys}")
-    if xs[0] == 0:
-        raise ValueError(f"{name} is empty (x has shape {xs})")
-    if xs[0] != ys[0]:
-        raise ValueError(f"{name} has {xs[0]} inputs but {ys[0]} targets")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise ValueError(f"{name} needs float inputs, got {jnp.result_type(x)}; e.g. x.astype(np.float32)")
-    if not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError(f"{name} has NaN or Inf in its inputs")
-    if jnp.issubdtype(jnp.result_type(y), jnp.integer):
-        if len(ys) != 1:
-            raise ValueError(f"{name} needs integer labels of shape ({xs[0]},), got {ys}")
-        lo, hi = int(np.min(y)), int(np.max(y))
-        if lo < 0 or (num_classes is not None and hi >= num_classes):
-            bound = f"[0, {num_classes - 1}]" if num_classes is not None else "[0, ...)"
-            raise ValueError(f"{name} has label {lo if lo < 0 else hi}, outside {bound}")
-    elif jnp.issubdtype(jnp.result_type(y), jnp.floating):
-        if not bool(np.all(np.isfinite(np.asarray(y)))):
-            raise ValueError(f"{name} has NaN or Inf in its targets")
-    else:
-        raise ValueError(f"{name} needs integer labels or float targets, got {jnp.result_type(y)}")
-    return Dataset(x, y)
-
-
-# ----------------------------------------------------------------------------------------------
-# MNIST-1D
 
 
 def cache_dir() -> Path:
@@ -185,10 +105,6 @@ def mnist1d(
     train = Dataset(arrays["x"].astype(np.float32), arrays["y"].astype(np.int32))
     test = Dataset(arrays["x_test"].astype(np.float32), arrays["y_test"].astype(np.int32))
     return train, test
-
-
-# ----------------------------------------------------------------------------------------------
-# synthetic sets
 
 
 def _check_count(name: str, arg: str, value: Any, least: int = 1) -> int:
@@ -302,53 +218,3 @@ def target_1d(name: str, n: int = 256, key: Array | None = None, noise: float = 
     k_x, k_noise = jax.random.split(key)
     x = jax.random.uniform(k_x, (n, 1), minval=-jnp.pi, maxval=jnp.pi)
     return Dataset(x, TARGETS_1D[name](x) + noise * jax.random.normal(k_noise, (n, 1)))
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers
-
-
-def standardize(x: Any, mean: Any = None, std: Any = None, *, eps: float = 1e-8) -> tuple[Any, Any, Any]:
-    """z = (x − μ) / (σ + ε) per feature (over axis 0, kept as a leading 1): ``(z, μ, σ)``.
-
-    Fit on the training set, then reuse its statistics: ``xtr, m, s = standardize(xtr)``;
-    ``xte, _, _ = standardize(xte, m, s)``.
-    """
-    if mean is None:
-        mean = x.mean(axis=0, keepdims=True)
-    if std is None:
-        std = x.std(axis=0, keepdims=True)
-    return (x - mean) / (std + eps), mean, std
-
-
-def one_hot(labels: Any, num_classes: int, dtype: Any = jnp.float32) -> Array:
-    """(N,) integer labels -> (N, C) rows with a single 1 at the label."""
-    if not is_int(num_classes) or num_classes < 1:
-        raise ValueError(f"one_hot needs num_classes to be an integer >= 1, got {num_classes!r}")
-    if is_concrete(labels):
-        labels = np.asarray(labels)  # values are checked below; traced labels pass unchecked
-    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-        raise ValueError(f"one_hot needs integer labels, got {jnp.result_type(labels)}")
-    if is_concrete(labels) and np.size(labels):
-        lo, hi = int(np.min(labels)), int(np.max(labels))
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"one_hot got label {lo if lo < 0 else hi}, out of range for {num_classes} classes "
-                f"(labels must lie in [0, {num_classes - 1}])"
-            )
-    return jax.nn.one_hot(labels, num_classes, dtype=dtype)
-
-
-def batches(ds: Dataset, batch_size: int, key: Array | None = None, drop_remainder: bool = True) -> Iterator[Dataset]:
-    """Python iterator over minibatches (shuffled with a key), for hand-written loops.
-
-    :func:`fnnet.train` does not use it: it batches inside its compiled epoch.
-    """
-    n = int(np.shape(ds.x)[0])
-    if not is_int(batch_size) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be an integer in [1, {n}] for {n} examples, got {batch_size!r}")
-    order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
-    stop = n - n % batch_size if drop_remainder else n
-    for i in range(0, stop, batch_size):
-        idx = order[i : i + batch_size]
-        yield Dataset(ds.x[idx], ds.y[idx])
