@@ -152,7 +152,7 @@ def print_summary(result: dict) -> None:
 
 
 def targets(result: dict) -> list[dict]:
-    """Each target of issue 8 with what was measured and whether it is met (None: not in this run)."""
+    """Each performance target with what was measured and whether it is met (None: not in this run)."""
     rows = [r for r in result.get("entries", []) if "ratio_manual_autodiff" in r]
     out = []
     ratios = [r["ratio_manual_autodiff"] for r in rows]

@@ -92,7 +92,7 @@ def Dense(
 
 
 # Below this many multiply-adds the transposed copy does not pay on CPU (measured on a 2-core AMD EPYC:
-# (256, 512) x (256, 512) is 12% faster with it, (128, 512) x (128, 512) 20% slower; benchmarks/analysis.md).
+# (256, 512) x (256, 512) is 12% faster with it, (128, 512) x (128, 512) 20% slower; see fnnet bench).
 FAST_WEIGHT_GRADIENT_MACS = 1 << 26
 
 
