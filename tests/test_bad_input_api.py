@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import fnnet as fn
 from fnnet import data, optim
-from fnnet.datafiles import DataFileError, load_npz
+from fnnet.data.files import DataFileError, load_npz
 from fnnet.training import check_labels, check_options
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
