@@ -27,6 +27,7 @@ from typing import Sequence
 from experiments import EXPERIMENTS, module_path
 from experiments._common import (
     atomic_write_json,
+    check_experiment,
     config_hash,
     point_cache,
     prune_point_caches,
@@ -35,15 +36,11 @@ from experiments._common import (
 )
 from experiments._report import DONE, DamagedResults, read_finished, write_report
 from fnnet._io import remove_stale_temporaries
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from fnnet.cli.parser import UsageParser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="run the full preset instead of quick (= --preset full)")
     p.add_argument(
         "--preset",
@@ -87,7 +84,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     interrupted rerun is never taken for finished) and so are the point caches of other configs (all
     of them under ``force``).
     """
-    module = importlib.import_module(module_path(name))
+    module = check_experiment(importlib.import_module(module_path(name)), name)
     config = module.PRESETS[preset]
     digest = config_hash(config)
     out_dir = out / name
@@ -114,7 +111,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     atomic_write_json(out_dir / "timing.json", {"seconds": seconds, **result.timings})
     status = {
         "name": name,
-        "title": getattr(module, "TITLE", name),
+        "title": module.TITLE,
         "config_hash": digest,
         "preset": preset,
         "seconds": seconds,

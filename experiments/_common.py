@@ -1,6 +1,6 @@
-"""What every experiment shares: claims, results, atomic writes, figures, run metadata, point caches.
+"""What every experiment shares: the contract, claims, results, atomic writes, figures, point caches.
 
-An experiment is a module ``experiments/<name>.py`` with::
+An experiment is a module ``experiments/<study>/<name>.py`` that satisfies :class:`Experiment`::
 
     NAME = "worked_example"            # its folder under results/
     TITLE = "A worked 2-layer example"  # its heading in REPORT.md
@@ -9,6 +9,7 @@ An experiment is a module ``experiments/<name>.py`` with::
     PRESETS = {"tiny": Config(...), "quick": Config(...), "full": Config(...)}
     def run(config: Config, out_dir: Path) -> Result
 
+The runner checks each module against the contract (:func:`check_experiment`) before it runs it.
 ``run`` writes its figures with :func:`save_figure` and returns a :class:`Result`; the runner
 (``python -m experiments``) writes ``metrics.json`` (with config, seed, backend and versions),
 ``claims.json`` and ``timing.json``, then ``done.json`` last. Wall-clock numbers go in
@@ -25,7 +26,8 @@ in one line and recomputed. The runner removes the caches of other configs, and 
 
 NaN and ±Inf are written to JSON one way, as the strings ``"nan"``, ``"inf"`` and ``"-inf"``
 (:func:`to_jsonable`), so every file is standard JSON; :func:`from_jsonable` reads them back as
-floats, and a cached point reads back equal to the value computed.
+floats, and a cached point reads back equal to the value computed. Rank correlations are computed
+one way too (:func:`spearman`).
 """
 
 from __future__ import annotations
@@ -39,11 +41,50 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from fnnet._io import atomic_write
+
+PRESET_NAMES = ("tiny", "quick", "full")
+
+
+class Experiment(Protocol):
+    """The contract of an experiment module (see the module docstring); modules satisfy it structurally."""
+
+    NAME: str  # the experiment's name: its folder under results/ and its key in the registry
+    TITLE: str  # its heading in REPORT.md
+    PRESETS: Mapping[str, Any]  # "tiny", "quick" and "full": frozen dataclass configs
+
+    def run(self, config: Any, out_dir: Path) -> Result: ...
+
+
+def check_experiment(module: Any, name: str) -> Experiment:
+    """``module`` itself if it satisfies :class:`Experiment` under the registry name ``name``.
+
+    Raises:
+        TypeError: naming the module and every part of the contract it breaks.
+    """
+    where = getattr(module, "__name__", repr(module))
+    broken = []
+    if getattr(module, "NAME", None) != name:
+        broken.append(f"NAME must be {name!r}, got {getattr(module, 'NAME', None)!r}")
+    if not isinstance(getattr(module, "TITLE", None), str) or not module.TITLE:
+        broken.append("TITLE must be a non-empty string")
+    presets = getattr(module, "PRESETS", None)
+    if not isinstance(presets, Mapping):
+        broken.append(f"PRESETS must map {', '.join(PRESET_NAMES)} to configs")
+    else:
+        for p in PRESET_NAMES:
+            c = presets.get(p)
+            if not (dataclasses.is_dataclass(c) and not isinstance(c, type) and c.__dataclass_params__.frozen):
+                broken.append(f"PRESETS[{p!r}] must be a frozen dataclass config, got {type(c).__name__}")
+    if not callable(getattr(module, "run", None)):
+        broken.append("run(config, out_dir) -> Result is missing")
+    if broken:
+        raise TypeError(f"experiment module {where} breaks the experiment contract: " + "; ".join(broken))
+    return module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +175,21 @@ def from_jsonable(obj: Any) -> Any:
     if isinstance(obj, str):
         return _NONFINITE.get(obj, obj)
     return obj
+
+
+def spearman(a: Any, b: Any) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks, ties given their average rank.
+
+    NaN when there are fewer than 3 pairs or either side is constant (no ranking to correlate).
+    """
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two 1-D sequences of one length, got shapes {a.shape} and {b.shape}")
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(rankdata(a) - 1.0, rankdata(b) - 1.0)[0, 1])
 
 
 def config_hash(config: Any) -> str:

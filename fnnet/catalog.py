@@ -237,6 +237,9 @@ def entries() -> tuple[Entry, ...]:
     return tuple(_activation_entries() + _core_layer_entries() + _family_entries() + _loss_entries())
 
 
+_every_entry = entries  # for check_all, whose ``entries`` argument hides the function
+
+
 def is_loss(entry: Entry) -> bool:
     return entry.target is not None
 
@@ -280,17 +283,19 @@ def check_all(
     dtypes: tuple[str, ...] = ("float32", "float64"),
     transforms: tuple[str, ...] = ("jit",),
     on_row: Callable[[CheckRow], None] | None = None,
+    seed: int = 0,
 ) -> list[CheckRow]:
     """Run :func:`check_entry` for every entry (default: all of :func:`entries`), dtype and transform.
 
-    ``on_row(row)`` is called as each row finishes (for progress output). Returns the rows in order:
-    entry, then dtype, then transform.
+    ``on_row(row)`` is called as each row finishes (for progress output); ``seed`` draws the inputs
+    and probes. Returns the rows in order: entry, then dtype, then transform. ``fnnet check`` and the
+    ``gradient_checks`` experiment both run this one loop.
     """
     rows = []
-    for entry in globals()["entries"]() if entries is None else entries:
+    for entry in _every_entry() if entries is None else entries:
         for dtype in dtypes:
             for transform in transforms:
-                r = check_entry(entry, jnp.dtype(dtype), transform)
+                r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed)
                 row = CheckRow(
                     entry=entry.name,
                     dtype=str(dtype),

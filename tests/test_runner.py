@@ -213,7 +213,7 @@ def run(config, out_dir):
     time.sleep(60)
 
 mod = types.ModuleType("experiments.slow")
-mod.PRESETS, mod.run = {"tiny": Cfg()}, run
+mod.NAME, mod.TITLE, mod.PRESETS, mod.run = "slow", "slow", dict.fromkeys(("tiny", "quick", "full"), Cfg()), run
 sys.modules["experiments.slow"] = mod
 runner.EXPERIMENTS = ("slow",)
 runner.module_path = lambda name: "experiments." + name
@@ -263,3 +263,18 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
         assert (killed / name / "metrics.json").read_bytes() == (clean / name / "metrics.json").read_bytes()
         assert (killed / name / "claims.json").read_bytes() == (clean / name / "claims.json").read_bytes()
     assert not list(killed.rglob("*.tmp"))
+
+
+def test_a_module_that_breaks_the_contract_is_refused_by_name(fakes, tmp_path, capsys):
+    broken = sys.modules["experiments.fake_bad"]
+    del broken.TITLE
+    broken.PRESETS = {"tiny": _Cfg()}  # no quick or full
+    assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 1  # the others still run
+    out = capsys.readouterr().out
+    assert "fake_ok ... " in out and "claims hold" in out
+    assert (
+        "fake_bad ... FAILED: TypeError: experiment module experiments.fake_bad breaks the experiment contract: "
+        "TITLE must be a non-empty string; PRESETS['quick'] must be a frozen dataclass config, got NoneType; "
+        "PRESETS['full'] must be a frozen dataclass config, got NoneType" in out
+    )
+    assert not (tmp_path / "fake_bad").exists()  # refused before anything ran or was written

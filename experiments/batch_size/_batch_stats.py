@@ -287,13 +287,6 @@ def top_hessian_eigenvalues(
     return {"lambda_max": last.tolist(), "rel_change_last5": change.tolist(), "iters": iters}
 
 
-def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation (no ties expected): Pearson correlation of the ranks."""
-    ra = np.argsort(np.argsort(np.asarray(a, float))).astype(float)
-    rb = np.argsort(np.argsort(np.asarray(b, float))).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 # ----------------------------------------------------------------------------------------------
 # curve noise
 

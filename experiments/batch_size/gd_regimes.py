@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments._common import Claim, Result, point_cache, pyplot, save_figure
+from experiments import _sources as src
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure, spearman
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
 from fnnet.sweeps import sweep
@@ -31,10 +32,7 @@ from fnnet.training import evaluate
 NAME = "gd_regimes"
 TITLE = "Batch GD vs SGD vs mini-batch: loss per epoch, per update and per second"
 
-TEXTS = (
-    "shared/references 000 and 001 (Math Behind DL, 2nd ed.), sec. 'Batch gradient descent, stochastic gradient "
-    "descent, and mini-batch'"
-)
+TEXTS = src.GULLI_2019.cite('sec. "Batch gradient descent, stochastic gradient descent, and mini-batch"')
 WINDOW = 32
 
 
@@ -110,7 +108,7 @@ def run_regime(model: str, b: int, config: Config) -> dict:
         "noise": bs.window_noise(half, WINDOW),
         "up_fraction": ups[k],
         "up_fraction_per_rate": ups,
-        "trend_rho": bs.spearman(np.arange(len(step_loss)), step_loss) if len(step_loss) > 2 else -1.0,
+        "trend_rho": spearman(np.arange(len(step_loss)), step_loss) if len(step_loss) > 2 else -1.0,
         "epochs_to_target": to_target(epoch_loss, config.target),
         "s_per_epoch_per_model": float(np.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)) / len(exps),
     }
@@ -184,7 +182,7 @@ def _claims(res: dict, typ: dict, config: Config) -> list[Claim]:
                 "per rate of the grid (log2 lr: fraction): "
                 + ", ".join(f"{e}: {u:.2f}" for e, u in zip(r["lr_exponents"], r["up_fraction_per_rate"]))
                 + ". Monotone descent is guaranteed only below lr = 2/lambda_max; tuning for the final loss picks "
-                "rates at that edge, where GD overshoots (Cohen et al. 2021, 'edge of stability')",
+                "rates at that edge, where GD overshoots (" + src.COHEN_2021.cite() + ")",
             )
         )
     out.append(

@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
+from experiments import _sources as src
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure, spearman
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
 from fnnet.sweeps import sweep
@@ -30,7 +31,7 @@ from fnnet.sweeps import sweep
 NAME = "generalization_gap"
 TITLE = "Large batches, sharp minima and the generalisation gap (Keskar et al. 2017)"
 
-KESKAR = "Keskar et al. 2017, 'On large-batch training for deep learning: generalization gap and sharp minima'"
+KESKAR = src.KESKAR_2017.cite()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +145,7 @@ def run(config: Config, out_dir: Path) -> Result:
 
 
 def _claims(pts, b, lam, te, gap, trl, lr, man, auto, config: Config) -> list[Claim]:
-    rho = bs.spearman(b, lam)
+    rho = spearman(b, lam)
     n = f"{config.n_seeds} seeds per B, {config.epochs} epochs, best of {len(config.lr_offsets)} rates by training loss"
     edges = [p["batch_size"] for p in pts if p["at_edge"]]
     spread = max(max(p["power_rel_change"]) for p in pts)
@@ -157,7 +158,7 @@ def _claims(pts, b, lam, te, gap, trl, lr, man, auto, config: Config) -> list[Cl
             ">= 0.8",
             bool(rho >= 0.8 and lam[-1] > lam[0]),
             f"{n}; lambda_max*lr/2 = {np.round(lam * lr / 2, 2).tolist()} (1 = the edge of stability of GD, "
-            f"Cohen et al. 2021); power iteration: {config.power_iters} iters, max rel. change over the last 5 "
+            f"{src.COHEN_2021.cite()}); power iteration: {config.power_iters} iters, max rel. change over the last 5 "
             f"= {spread:.1e}; best rate on the grid's edge at B = {edges or 'none'}",
         ),
         Claim(
@@ -169,7 +170,7 @@ def _claims(pts, b, lam, te, gap, trl, lr, man, auto, config: Config) -> list[Cl
             "> 0.01",
             bool(te[0] - te[-1] > 0.01),
             "at an equal epoch budget the large-batch runs are also under-trained (fewer steps, higher training "
-            "loss), so a drop here mixes optimisation with generalisation (Hoffer et al. 2017)",
+            f"loss), so a drop here mixes optimisation with generalisation ({src.HOFFER_2017.cite()})",
         ),
         Claim(
             "The generalisation gap (train - test accuracy) is larger for large batches",

@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 import fnnet as fn
-from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
+from experiments import _sources as src
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure, spearman
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
 from experiments.batch_size._steps_sweep import STEPS_PRESETS, StepsConfig, seeds_of
@@ -28,7 +29,7 @@ from fnnet.training import train
 NAME = "gradient_noise_scale"
 TITLE = "Gradient noise scale B_simple vs the critical batch size (McCandlish et al. 2018)"
 
-MCC = "McCandlish et al. 2018, 'An empirical model of large-batch training'"
+MCC = src.MCCANDLISH_2018.cite()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _claims(m: dict, loss, b_pe, b_tb, se_tb, rows, config: Config) -> list[Clai
     err = max(r["per_example"]["full_batch_rel_err"] for r in rows)
     factor = m["crit_over_simple"]
     fold = max(factor, 1 / factor) if np.isfinite(factor) else float("nan")
-    rho = bs.spearman(loss, b_pe)
+    rho = spearman(loss, b_pe)
     return [
         close(
             "The mean of the per-example gradients (manual rules under vmap) equals the batch gradient",

@@ -3,7 +3,7 @@
 For each noise scale g and batch size B the learning rate is ε = g·B/N, and the MLP of the study is
 trained for the same number of epochs (so the same "SDE time" ε·steps = g·epochs) with plain SGD by
 the engine (``fnnet.sweep``: every g and seed vmapped in one program per B; hand-written rules).
-Smith & Le's exact scale is g = ε(N/B − 1); the issue's form εN/B differs from it by a factor
+Smith & Le's exact scale is g = ε(N/B − 1); the simpler form εN/B used here differs from it by a factor
 N/(N − B), at most 1.35 here (B = 1024, N = 4000). A control series keeps ε fixed at the value
 of the smallest B for the first g, so its g falls as B grows.
 """
@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from experiments.batch_size import _batch_util as bu
 from fnnet.sweeps import sweep
@@ -25,7 +26,7 @@ from fnnet.sweeps import sweep
 NAME = "lr_noise_scale"
 TITLE = "Noise scale g = eps*N/B: equal g gives equal results over a range of B (Smith & Le 2018)"
 
-SMITH_LE = "Smith & Le 2018, 'A Bayesian perspective on generalization and SGD', Sec. 5, eq. 6 and Fig. 5"
+SMITH_LE = src.SMITH_LE_2018.cite("Sec. 5, eq. 6 and Fig. 5")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +169,7 @@ def _claims(summary: dict, config: Config) -> list[Claim]:
         claims.append(
             Claim(
                 "The scaling breaks where eps = g*B/N grows too large: larger g breaks at smaller B",
-                f"{SMITH_LE}; Goyal et al. 2017, Sec. 2.2 (linear scaling fails at large eps)",
+                f"{SMITH_LE}; {src.GOYAL_2017.cite('Sec. 2.2 (linear scaling fails at large eps)')}",
                 "break batch size decreasing in g",
                 "; ".join(f"{n}: breaks at B={g['breaks_at']} (eps={e})" for n, g, e in zip(names, gs, eps)),
                 "ordering",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import _sources as src
 from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
@@ -27,7 +28,7 @@ from experiments.batch_size._steps_sweep import STEPS_PRESETS, StepsConfig, seed
 NAME = "steps_to_target"
 TITLE = "Steps to target vs batch size: three regimes and the optimal learning rate (Shallue et al. 2018)"
 
-SHALLUE = "Shallue et al. 2018, 'Measuring the effects of data parallelism on neural network training', Fig. 1"
+SHALLUE = src.SHALLUE_2018.cite("Fig. 1")
 
 
 Config = StepsConfig
@@ -92,7 +93,7 @@ def _claims(st: dict, config: Config) -> list[Claim]:
     claims = [
         Claim(
             "The best learning rate is inside the searched powers-of-2 grid (never on its edge) for every B",
-            "Shallue et al. 2018, Sec. 3 (metaparameter search); Google tuning playbook",
+            src.SHALLUE_2018.cite("Sec. 3 (metaparameter search)") + "; " + src.GODBOLE_2023.cite(),
             "no B with the best rate on the grid's edge",
             f"edge at B = {st['at_edge'] or 'none'}; grids per B (log2 lr): {st['lr_grid']}",
             "exact",
@@ -121,7 +122,7 @@ def _claims(st: dict, config: Config) -> list[Claim]:
         ),
         close(
             "The optimal learning rate grows linearly with B in the perfect-scaling regime",
-            "Goyal et al. 2017, Sec. 2.1 (linear scaling rule); Shallue et al. 2018, Sec. 4.7",
+            src.GOYAL_2017.cite("Sec. 2.1 (linear scaling rule)") + "; " + src.SHALLUE_2018.cite("Sec. 4.7"),
             1.0,
             st["lr_slope_perfect"],
             atol=0.25,
@@ -129,7 +130,9 @@ def _claims(st: dict, config: Config) -> list[Claim]:
         ),
         Claim(
             "Beyond the critical batch size the optimal learning rate saturates",
-            "Shallue et al. 2018, Sec. 4.7; McCandlish et al. 2018, eq. 2.7 (eps_opt = eps_max/(1 + B_noise/B))",
+            src.SHALLUE_2018.cite("Sec. 4.7")
+            + "; "
+            + src.MCCANDLISH_2018.cite("eq. 2.7 (eps_opt = eps_max/(1 + B_noise/B))"),
             "best rate varies by at most 2x (one grid step) across the flat regime",
             f"max/min best rate over B >= {reg['flat_from']}: {st['lr_spread_flat']:g}",
             "<= 2",
