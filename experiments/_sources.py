@@ -90,6 +90,11 @@ HE_2016 = Work(
     "Deep Residual Learning for Image Recognition",
     'K. He, X. Zhang, S. Ren, J. Sun, "Deep Residual Learning for Image Recognition", CVPR, 2016',
 )
+GOODFELLOW_2016 = Work(
+    "Goodfellow, Bengio & Courville 2016",
+    "Deep Learning",
+    "I. Goodfellow, Y. Bengio, A. Courville, *Deep Learning*, MIT Press, 2016",
+)
 LECUN_1998 = Work(
     "LeCun et al. 1998",
     "Efficient BackProp",

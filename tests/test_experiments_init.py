@@ -21,9 +21,9 @@ import pytest
 import fnnet as fn
 from experiments import module_path
 from experiments._common import Result, to_jsonable
-from experiments.initialization import _init_jacobian as J
 from experiments.initialization import _init_nets as N
 from experiments.initialization import _init_util as U
+from experiments.initialization import mean_field as MF
 
 NAMES = ("signal_propagation", "gradient_propagation", "symmetry", "trainability_depth", "mean_field", "residual_depth")
 
@@ -187,14 +187,14 @@ def test_chi1_matches_measured_gradient_decay():
 
 def test_critical_point_of_tanh():
     assert U.critical_sw2("tanh", 0.05) == pytest.approx(1.7610, abs=1e-3)
-    sw2, sb2 = J.critical_point(1 / 64)
+    sw2, sb2 = MF.critical_point(1 / 64)
     assert U.chi("tanh", U.q_star("tanh", sw2, sb2), sw2) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_jacobian_spectrum_orthogonal_tanh_is_isometric():
     """q* = 1/64, orthogonal, width 64, depth 8, 2 seeds: Var[λ]/E[λ]² within 30% + 0.005 of L(μ₂/μ₁² − 1)."""
-    cfg = J.JacobianConfig(width=64, depths=(8,), seeds=2)
-    res = J.run_jacobian(cfg, jax.random.key(0))
+    cfg = MF.JacobianConfig(width=64, depths=(8,), seeds=2)
+    res = MF.run_jacobian(cfg, jax.random.key(0))
     assert res["autodiff_rel_error"] < 1e-4
     for name, case in res["cases"].items():
         r = case["rows"][0]

@@ -5,7 +5,8 @@
 * Theory by **Gauss–Hermite quadrature** (NumPy ``hermegauss``, :data:`GH_NODES` nodes, float64):
   E_{z~N(0,q)}[f(z)] = Σ_i w_i f(√q x_i) / √(2π). An even node count puts no node on the kinks of
   ReLU-like functions at 0, so E[relu′(z)²] = 1/2 exactly. The mean-field recursions of
-  Poole et al. 2016 (eq. 3, 5) and Schoenholz et al. 2017 (eq. 5-9) are built on it.
+  Poole et al. 2016, "Exponential expressivity in deep neural networks through transient chaos",
+  eq. 3, 5, and Schoenholz et al. 2017, "Deep Information Propagation", eq. 5-9, are built on it.
   For large q it switches to a fine trapezoid rule (see :func:`gauss_mean`).
 
 The deep nets themselves (scanned stacks, traces, shared weight draws) are in
@@ -185,7 +186,9 @@ def forward_theory(act: str, sw2_first: float, q_in: float, sw2: float, depth: i
     """q_z[l] = E z_l², q_h[l] = E φ(z_l)², l = 1..depth, of a net with Var[w] = σ_w²/n.
 
     q_z[1] = σ_w²(first) · E x² + σ_b², and q_z[l+1] = σ_w² E_{z~N(0,q_z[l])}[φ(z)²] + σ_b²: the
-    recursion Var[z_l] = n Var[w] E[φ(z_{l−1})²] (Poole et al. 2016, eq. 3; He et al. 2015, eq. 7).
+    recursion Var[z_l] = n Var[w] E[φ(z_{l−1})²] (Poole et al. 2016, "Exponential expressivity in deep
+    neural networks through transient chaos", eq. 3; He et al. 2015, "Delving Deep into Rectifiers:
+    Surpassing Human-Level Performance on ImageNet Classification", eq. 7).
     """
     qz, qh = np.zeros(depth), np.zeros(depth)
     q = sw2_first * q_in + sb2
@@ -202,7 +205,10 @@ def chi(act: str, q: Any, sw2: float) -> np.ndarray:
 
 
 def q_star(act: str, sw2: float, sb2: float, iters: int = 3000, tol: float = 1e-13) -> float:
-    """The fixed point q* of q ← σ_w² E[φ(√q z)²] + σ_b² (Poole et al. 2016, eq. 4), by iteration."""
+    """The fixed point q* of q ← σ_w² E[φ(√q z)²] + σ_b², by iteration.
+
+    Poole et al. 2016, "Exponential expressivity in deep neural networks through transient chaos", eq. 4.
+    """
     q = 1.0
     for _ in range(iters):
         new = float(sw2 * gauss_mean(lambda u: np_phi(act, u) ** 2, q) + sb2)
@@ -213,12 +219,18 @@ def q_star(act: str, sw2: float, sb2: float, iters: int = 3000, tol: float = 1e-
 
 
 def c_map(act: str, c: float, q: float, sw2: float, sb2: float) -> float:
-    """One layer of the correlation map c ← (σ_w² E[φ(u₁)φ(u₂)] + σ_b²) / q* (Poole 2016, eq. 5)."""
+    """One layer of the correlation map c ← (σ_w² E[φ(u₁)φ(u₂)] + σ_b²) / q*.
+
+    Poole et al. 2016, "Exponential expressivity in deep neural networks through transient chaos", eq. 5.
+    """
     return (sw2 * gauss_mean2(lambda u: np_phi(act, u), q, c) + sb2) / q
 
 
 def mean_field(act: str, sw2: float, sb2: float) -> dict[str, float]:
-    """q*, χ₁, c*, χ_c and the depth scales ξ_c = −1/ln χ_c, ξ_∇ = −1/ln χ₁ (Schoenholz 2017, eq. 9)."""
+    """q*, χ₁, c*, χ_c and the depth scales ξ_c = −1/ln χ_c, ξ_∇ = −1/ln χ₁.
+
+    Schoenholz et al. 2017, "Deep Information Propagation", eq. 9.
+    """
     q = q_star(act, sw2, sb2)
     chi1 = float(chi(act, q, sw2))
     c = 0.5

@@ -5,7 +5,7 @@ Blocks of width n (Dense with Xavier init, activation φ), four kinds:
     residual    h ← h + φ(Dense(h))                      (fnnet ``residual``)
     plain+BN    h ← φ(BatchNorm(Dense(h)))
     residual+BN h ← h + φ(BatchNorm(Dense(h)))
-A depth-D net is the first D blocks of one deep random net (:func:`experiments.initialization._init_util.repeat`).
+A depth-D net is the first D blocks of one deep random net (:func:`experiments.initialization._init_nets.repeat`).
 The loss is L = mean_b ⟨u_b, h_D,b⟩ with ‖u_b‖ = 1, i.e. a unit gradient per example at the output;
 one reverse ``lax.scan`` of the blocks' hand-written backward rules (BatchNorm in training mode, batch
 statistics) carries the gradients of all depths at once (row D receives u at block D). Measured: the
@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, pyplot, save_figure
 from experiments.initialization import _init_nets as N
 from experiments.initialization import _init_util as U
@@ -32,8 +33,9 @@ NAME = "residual_depth"
 TITLE = "Residual connections and BatchNorm: the gradient at layer 1 against depth"
 
 SRC = (
-    "He et al. 2016 (ResNets, identity mappings), sec. 3; "
-    "shared/references/002, 'Solutions' after the vanishing-gradient figure"
+    src.HE_2016.cite("sec. 3 (ResNets, identity mappings)")
+    + "; "
+    + src.ML_MATH_19.cite('sec. "Solutions" (after the vanishing-gradient figure)')
 )
 KINDS = ("plain", "residual", "plain+BN", "residual+BN")
 
@@ -146,7 +148,7 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
         out.append(
             Claim(
                 f"{act}, plain net: ‖∂L/∂W₁‖ vanishes with depth",
-                "shared/references/002, 'Vanishing and Exploding Gradients'",
+                src.ML_MATH_19.cite('sec. "Vanishing and Exploding Gradients"'),
                 f"‖∂L/∂W₁‖(D={L}) / ‖∂L/∂W₁‖(D=1) < 1e-3",
                 plain[-1],
                 "< 1e-3",
@@ -171,9 +173,13 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
         out.append(
             Claim(
                 f"{act}, plain+BN (no skips): BatchNorm alone also keeps ‖∂L/∂W₁‖ from vanishing at init",
-                "Ioffe & Szegedy 2015, sec. 3.3 (back-propagation through a BN layer is unaffected by the scale of "
-                "its weights); Yang et al. 2019 (deep BN nets without skips have exploding, not vanishing, "
-                "gradients at init)",
+                src.IOFFE_SZEGEDY_2015.cite(
+                    "sec. 3.3 (back-propagation through a BN layer is unaffected by the scale of its weights)"
+                )
+                + "; "
+                + src.YANG_2019.cite(
+                    "main result: deep BN nets without skips have exploding, not vanishing, gradients at init"
+                ),
                 f"min over 1 < D ≤ {L} of the ratio to D = 1 >= 0.5",
                 min(rel),
                 ">= 0.5",

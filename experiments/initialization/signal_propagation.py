@@ -19,6 +19,7 @@ import numpy as np
 from jax import lax
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, close, pyplot, save_figure
 from experiments.initialization import _init_nets as N
 from experiments.initialization import _init_util as U
@@ -26,7 +27,9 @@ from experiments.initialization import _init_util as U
 NAME = "signal_propagation"
 TITLE = "Forward signal: Var[z_l] through depth, every activation × initializer, theory beside measurement"
 
-SRC_REC = "He et al. 2015, eq. 7-10; Poole et al. 2016, eq. 3; Glorot & Bengio 2010, eq. 5-6"
+SRC_REC = "; ".join(
+    [src.HE_2015.cite("eq. 7-10"), src.POOLE_2016.cite("eq. 3"), src.GLOROT_BENGIO_2010.cite("eq. 5-6")]
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,28 +168,32 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
         )
 
     factor_claim(
-        "relu", "he_normal", "random", "ReLU + He keeps Var[z_l] constant: per-layer factor 1", "He et al. 2015, eq. 10"
+        "relu",
+        "he_normal",
+        "random",
+        "ReLU + He keeps Var[z_l] constant: per-layer factor 1",
+        src.HE_2015.cite("eq. 10"),
     )
     factor_claim(
         "relu",
         "xavier_normal",
         "random",
         "ReLU + Xavier (fan_in = fan_out) halves Var[z_l] every layer: factor 1/2",
-        "He et al. 2015, sec. 2.2 (eq. 9 with n Var[w] = 1)",
+        src.HE_2015.cite("sec. 2.2 (eq. 9 with n Var[w] = 1)"),
     )
     factor_claim(
         "leaky_relu(0.2)",
         "leaky_he",
         "random",
         "leaky ReLU(0.2) + leaky-He (Var = 2/((1+α²) n)) keeps Var[z_l] constant",
-        "He et al. 2015, eq. 15",
+        src.HE_2015.cite("eq. 15"),
     )
     factor_claim(
         "relu",
         "he_normal",
         "mnist1d",
         "ReLU + He keeps Var[z_l] constant on MNIST-1D inputs too",
-        "He et al. 2015, eq. 10",
+        src.HE_2015.cite("eq. 10"),
     )
     # the general recursion, every pair whose per-layer factor is a finite positive number
     good, total, worst = 0, 0, (0.0, "")
@@ -203,7 +210,7 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
             Claim(
                 "the recursion Var[z_l] = n Var[w] E[φ(z_{l−1})²] gives the measured per-layer factor for every "
                 "(activation, init) pair",
-                SRC_REC + "; issue 'Initialization study' (signal_propagation)",
+                SRC_REC,
                 f"{total}/{total} within rtol {cfg.factor_rtol}",
                 f"{good}/{total}",
                 f"rtol {cfg.factor_rtol} per pair",
@@ -221,7 +228,7 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
         claims.append(
             Claim(
                 "all-zeros init: Var[z_l] = 0 at every layer, for every activation",
-                "Glorot & Bengio 2010, sec. 4.2 (symmetry); recursion with Var[w] = 0",
+                src.GLOROT_BENGIO_2010.cite("sec. 4.2 (symmetry)") + "; recursion with Var[w] = 0",
                 0.0,
                 float(mx),
                 "exact",

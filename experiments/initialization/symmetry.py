@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, pyplot, save_figure
 from experiments.initialization import _init_util as U
 from fnnet.optim import sgd
@@ -25,7 +26,7 @@ from fnnet.sweeps import stack, sweep
 NAME = "symmetry"
 TITLE = "Symmetry breaking: zero/constant init keeps hidden units identical (rank 1); small random init breaks it"
 
-SRC = "Glorot & Bengio 2010, sec. 4.2; Goodfellow, Bengio & Courville 2016, sec. 8.4 (breaking symmetry)"
+SRC = src.GLOROT_BENGIO_2010.cite("sec. 4.2") + "; " + src.GOODFELLOW_2016.cite("sec. 8.4 (breaking symmetry)")
 INITS = {
     "zeros": fn.initializers.zeros,
     "constant(0.05)": lambda: fn.initializers.constant(0.05),

@@ -1,7 +1,10 @@
-"""Trainability against depth, after He et al. 2015 (Fig. 2-3): deep ReLU MLPs under He and Xavier init.
+"""Trainability against depth: deep ReLU MLPs under He and Xavier init.
+
+After He et al. 2015, "Delving Deep into Rectifiers: Surpassing Human-Level Performance on ImageNet
+Classification", Fig. 2-3.
 
 For each depth, every (init, learning rate, seed) is one model of a single ``fnnet.sweep`` (vmapped,
-one compiled program per depth; manual gradients through :func:`experiments.initialization._init_util.mlp`, whose
+one compiled program per depth; manual gradients through :func:`experiments.initialization._init_nets.mlp`, whose
 hidden layers are one ``lax.scan``). Optimizer: SGD with heavy-ball momentum, not Adam (Adam's
 per-parameter normalization would hide the shrinking gradients). For each init the learning rate with
 the lowest final training loss (median over seeds) is kept. Recorded: the number of SGD steps until
@@ -17,6 +20,7 @@ import jax
 import numpy as np
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from experiments.initialization import _init_nets as N
 from experiments.initialization import _init_util as U
@@ -24,10 +28,10 @@ from fnnet.optim import sgd
 from fnnet.sweeps import stack, sweep
 
 NAME = "trainability_depth"
-TITLE = "Trainability vs depth: He against Xavier init in deep ReLU MLPs (after He et al. 2015, Fig. 2-3)"
+TITLE = f"Trainability vs depth: He against Xavier init in deep ReLU MLPs (after {src.HE_2015.short}, Fig. 2-3)"
 
-SRC2 = "He et al. 2015, Fig. 2 (22-layer net: both inits converge, He starts reducing the error earlier)"
-SRC3 = "He et al. 2015, Fig. 3 (30-layer net: Xavier init stalls, He init converges)"
+SRC2 = src.HE_2015.cite("Fig. 2 (22-layer net: both inits converge, He starts reducing the error earlier)")
+SRC3 = src.HE_2015.cite("Fig. 3 (30-layer net: Xavier init stalls, He init converges)")
 INITS = ("he_normal", "xavier_normal")
 
 
@@ -219,6 +223,6 @@ def _figure(results: dict, cfg: Config, out_dir: Path):
     caption = (
         "Training loss of deep ReLU MLPs on MNIST-1D under He and Xavier init (best lr per init, median and range "
         "over "
-        f"{cfg.seeds} seeds); after He et al. 2015 Fig. 2-3."
+        f"{cfg.seeds} seeds); after {src.HE_2015.cite('Fig. 2-3')}."
     )
     return save_figure(fig, out_dir, "trainability", caption)
