@@ -1,4 +1,4 @@
-"""REPORT.md: a summary line, one table of every claim, and each figure with its caption.
+"""REPORT.md: a summary line, one table of every claim, each figure with its caption, and the works cited.
 
 Also the one reader of an experiment's results files (:func:`read_finished`), which the runner uses
 to decide whether an experiment is finished: a results file that does not parse, or does not fit
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from experiments._common import atomic_write_text, config_hash
+from experiments._sources import cited_in
 
 DONE = "done.json"
 _CLAIM_KEYS = ("claim", "source", "expected", "measured", "tolerance", "holds")
@@ -104,7 +105,7 @@ def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
     An experiment whose results files are damaged is left out, with one line on stderr and one in
     the report naming the file; the writer itself never fails on a results file.
     """
-    rows, sections, times, left_out = [], [], [], []
+    rows, sections, times, left_out, sources = [], [], [], [], []
     n_hold = n_claims = n_exp = 0
     for name in order:
         try:
@@ -121,6 +122,7 @@ def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
         for c in claims:
             n_claims += 1
             n_hold += bool(c["holds"])
+            sources += [c["source"], c.get("note", "")]
             cells = [name, c["claim"], c["source"], c["expected"], c["measured"], c["tolerance"]]
             holds = "yes" if c["holds"] else "**no**"
             rows.append("| " + " | ".join(_cell(x) for x in cells) + f" | {holds} | {_cell(c.get('note', ''))} |")
@@ -156,6 +158,9 @@ def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
         "## Figures",
         "",
         *sections,
+        "## References",
+        "",
+        *[f"- {w.entry.rstrip('.')}." for w in cited_in(sources)],
     ]
     atomic_write_text(out / "REPORT.md", "\n".join(head) + "\n")
     return ReportSummary(n_claims, n_hold, n_exp, tuple(left_out))

@@ -3,8 +3,9 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":  # importing this module (pydoc, a package walk) runs nothing
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fnnet.cli.bench import main  # noqa: E402
+    from fnnet.cli.bench import main
 
-sys.exit(main())
+    sys.exit(main())

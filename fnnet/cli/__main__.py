@@ -2,6 +2,7 @@
 
 import sys
 
-from fnnet.cli import main
+if __name__ == "__main__":  # importing this module (pydoc, a package walk) runs nothing
+    from fnnet.cli import main
 
-sys.exit(main())
+    sys.exit(main())
