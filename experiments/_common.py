@@ -24,9 +24,10 @@ called by the runner or directly (``module.run(config, out_dir)``). A damaged po
 in one line and recomputed. The runner removes the caches of other configs, and all of them under
 ``--force``. ``out_dir`` is the experiment's own folder: two experiments never share one.
 
-NaN and ±Inf are written to JSON one way, as the strings ``"nan"``, ``"inf"`` and ``"-inf"``
-(:func:`to_jsonable`), so every file is standard JSON; :func:`from_jsonable` reads them back as
-floats, and a cached point reads back equal to the value computed. Rank correlations are computed
+NaN and ±Inf are written to JSON one way, fnnet's, as the strings ``"nan"``, ``"inf"`` and
+``"-inf"`` (:func:`fnnet._io.to_jsonable`, re-exported here), so every file is standard JSON;
+:func:`from_jsonable` reads them back as floats, and a cached point reads back equal to the value
+computed. Rank correlations are computed
 one way too (:func:`spearman`).
 """
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import platform
 import re
 import shutil
@@ -45,7 +45,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from fnnet._io import atomic_write
+from fnnet._io import atomic_write, dumps, from_jsonable, to_jsonable
 
 PRESET_NAMES = ("tiny", "quick", "full")
 
@@ -139,44 +139,6 @@ def _num(x: Any) -> Any:
     return x
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Numbers, arrays, dataclasses and NaN/Inf into plain JSON (NaN/Inf as ``"nan"``, ``"inf"``, ``"-inf"``)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):
-        return to_jsonable(np.asarray(obj).tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else str(f)
-    return obj
-
-
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def from_jsonable(obj: Any) -> Any:
-    """The inverse of :func:`to_jsonable` on loaded JSON: ``"nan"``, ``"inf"``, ``"-inf"`` back to floats.
-
-    Any string equal to one of those three reads back as the float (JSON written by :func:`to_jsonable`
-    cannot tell them apart).
-    """
-    if isinstance(obj, dict):
-        return {k: from_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [from_jsonable(v) for v in obj]
-    if isinstance(obj, str):
-        return _NONFINITE.get(obj, obj)
-    return obj
-
-
 def spearman(a: Any, b: Any) -> float:
     """Spearman's rank correlation: Pearson's correlation of the ranks, ties given their average rank.
 
@@ -194,7 +156,7 @@ def spearman(a: Any, b: Any) -> float:
 
 def config_hash(config: Any) -> str:
     """16 hex digits of SHA-256 over the config as sorted JSON: the key of done.json and of the point caches."""
-    blob = json.dumps(to_jsonable(config), sort_keys=True).encode()
+    blob = dumps(config, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -204,7 +166,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=1, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (dumps(obj, indent=1, sort_keys=False) + "\n").encode())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

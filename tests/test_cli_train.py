@@ -132,6 +132,26 @@ def test_trains_writes_metrics_and_resumes(capsys, tmp_path):
     assert np.isfinite(a["summary"]["train_loss"])
 
 
+def _strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverged_run_writes_standard_json_with_nan_as_a_string_and_reports_it(capsys, tmp_path):
+    argv = SMALL + ["--activation", "relu", "--lr", "1e30", "--epochs", "3", "--out", str(tmp_path / "d")]
+    assert cli_train.main(argv) == 0
+    first = capsys.readouterr().out
+    m = _strict_json((tmp_path / "d" / "metrics.json").read_text())
+    assert m["summary"]["diverged"] is True and m["summary"]["train_loss"] == "nan"
+    assert "nan" in m["history"]["loss"]
+    assert "diverged at step" in first and "train loss nan" in first
+    assert cli_train.main(argv) == 0  # the stored result, read back: "nan" is a float again
+    again = capsys.readouterr()
+    assert "already finished" in again.err and "train loss nan" in again.out
+
+
 def _err_lines(capsys) -> list[str]:
     return capsys.readouterr().err.strip().splitlines()
 

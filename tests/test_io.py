@@ -1,4 +1,4 @@
-"""fnnet._io: atomic writes create files with the process umask (as ``open`` does) and leave no temporary."""
+"""fnnet._io: atomic writes create files with the process umask (as ``open`` does) and leave no temporary; one JSON encoding."""
 
 import os
 
@@ -43,3 +43,17 @@ def test_probe_writable_creates_the_folder_or_raises(tmp_path):
     for bad in (tmp_path / "file", tmp_path / "file" / "sub", "/proc/fnnet-no-such-folder"):
         with pytest.raises(OSError):
             probe_writable(bad)
+
+
+def test_one_json_encoding_writes_nan_and_inf_as_strings_and_reads_them_back():
+    import json
+
+    import numpy as np
+
+    from fnnet._io import dumps, from_jsonable
+
+    value = {"a": np.array([1.0, np.nan, np.inf, -np.inf], np.float32), "n": np.int64(3), "ok": np.bool_(True)}
+    text = dumps(value)
+    assert json.loads(text) == {"a": [1.0, "nan", "inf", "-inf"], "n": 3, "ok": True}  # standard JSON
+    back = from_jsonable(json.loads(text))
+    assert back["a"][0] == 1.0 and np.isnan(back["a"][1]) and back["a"][2:] == [np.inf, -np.inf]

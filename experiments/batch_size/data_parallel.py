@@ -124,7 +124,7 @@ def compare(config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry: ``python -m experiments.batch_size.data_parallel --worker CONFIG_JSON OUT_JSON``."""
+    """Worker entry: ``main(["--worker", CONFIG_JSON, OUT_JSON])`` runs :func:`compare` and writes its result."""
     p = argparse.ArgumentParser()
     p.add_argument("--worker", nargs=2, metavar=("CONFIG_JSON", "OUT_JSON"), required=True)
     a = p.parse_args(argv)
@@ -148,7 +148,9 @@ def run_worker(config: Config, out_dir: Path) -> dict:
     env["JAX_PLATFORMS"] = "cpu"
     root = str(Path(__file__).resolve().parents[2])  # the repository root, above experiments/
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "experiments.batch_size.data_parallel", "--worker", str(cfg), str(res)]
+    # -c, not -m: the package import registers this module before runpy would run it a second time
+    code = "from experiments.batch_size.data_parallel import main; main()"
+    cmd = [sys.executable, "-c", code, "--worker", str(cfg), str(res)]
     proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"data_parallel worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -284,7 +286,7 @@ def _plot(w: dict, out_dir: Path, where: str):
     cap = (
         f"Loss of the largest batch on one device and split over {where}: equal to rounding at every step; "
         "in float32 the rounding difference grows along the chaotic trajectory. GPU/TPU and multi-host use: "
-        "the docstring of experiments/data_parallel.py."
+        "the docstring of experiments.batch_size.data_parallel."
     )
     return save_figure(fig, out_dir, "sharded_vs_single", cap)
 

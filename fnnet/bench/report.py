@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import platform
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from fnnet._io import atomic_write
+from fnnet._io import atomic_write, dumps
 
 LARGE_MLP = "mlp_784-1024-1024-10_b256"
 TARGETS = {
@@ -279,7 +278,7 @@ def write(result: dict, out: Path, stem: str) -> list[Path]:
     """Write ``stem.json`` and ``stem.md`` under ``out`` (atomically: a temp file, then a rename)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for suffix, text in ((".json", json.dumps(result, indent=1) + "\n"), (".md", markdown(result))):
+    for suffix, text in ((".json", dumps(result, indent=1) + "\n"), (".md", markdown(result))):
         path = out / (stem + suffix)
         atomic_write(path, text.encode())
         paths.append(path)

@@ -21,12 +21,12 @@ Speed is measured here, never asserted in tests.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from fnnet._io import dumps
 from fnnet.bench import models as bench_models
 from fnnet.bench import report, sweep, timing
 from fnnet.cli.parser import UsageParser
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     result["wall_s"] = time.perf_counter() - t_start
     result["targets"] = report.targets(result)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(dumps(result, indent=1))
     else:
         report.print_summary(result)
     if args.out:

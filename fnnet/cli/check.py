@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import jax
 
 from fnnet import catalog
+from fnnet._io import dumps
 from fnnet.checking import TOLERANCES, x64_available
 
 __all__ = ["add_parser", "run"]
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     summary = f"{len(rows) - failed}/{len(rows)} passed on {backend} ({jax.devices()[0].device_kind})"
     if args.json:
         bars = {d: TOLERANCES[d]._asdict() for d in dtypes}
-        print(json.dumps(dict(backend=backend, tolerances=bars, notes=notes, rows=rows, failed=failed), indent=1))
+        print(dumps(dict(backend=backend, tolerances=bars, notes=notes, rows=rows, failed=failed), indent=1))
     else:
         for note in notes:
             print(note)

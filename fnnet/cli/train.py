@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnnet import activations, optim
-from fnnet._io import atomic_write, probe_writable, remove_stale_temporaries
+from fnnet._io import atomic_write, dumps, from_jsonable, probe_writable, remove_stale_temporaries
 from fnnet.cli.parser import UsageParser
 from fnnet.grad import GRAD_SOURCES
 
@@ -207,20 +207,12 @@ def _config(args) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    arr = np.asarray(x)
-    if arr.dtype == bool:
-        return arr.tolist()
-    if arr.ndim == 0:
-        v = float(arr)
-        return v if np.isfinite(v) else None
-    return [_jsonable(v) for v in arr]
-
-
 def _fingerprint(config: dict) -> str:
-    """The configuration's hash: every flag of ``config`` except ``--epochs`` (as the old code hashed it)."""
+    """The configuration's hash: every flag of ``config`` except ``--epochs``.
+
+    Plain ``json.dumps`` (``--clip inf`` hashed as ``Infinity``), not :func:`fnnet._io.dumps`: the
+    hash is stored in checkpoints, and a changed encoding would orphan them.
+    """
     return hashlib.sha1(
         json.dumps({k: v for k, v in config.items() if k != "epochs"}, sort_keys=True).encode()
     ).hexdigest()
@@ -263,7 +255,7 @@ def _read_json(path: Path) -> tuple[bool, Any]:
     if not path.exists():
         return False, None
     try:
-        return True, json.loads(path.read_bytes())
+        return True, from_jsonable(json.loads(path.read_bytes()))
     except (OSError, ValueError):
         return True, None
 
@@ -350,7 +342,7 @@ def _write_stamp(out: Path, config: dict) -> None:
         "config": config,
         "fnnet": fn.__version__,
     }
-    atomic_write(out / RUN_FILE, (json.dumps(stamp, indent=1) + "\n").encode())
+    atomic_write(out / RUN_FILE, (dumps(stamp, indent=1) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -467,20 +459,20 @@ def _run(args, saved: dict) -> int:
         metrics = {
             "config": config,
             "summary": summary,
-            "history": _jsonable(result.history),
-            "step_history": _jsonable(result.step_history),
+            "history": result.history,
+            "step_history": result.step_history,
             "backend": jax.default_backend(),
             "devices": jax.device_count(),
             "versions": {"fnnet": fn.__version__, "jax": jax.__version__, "python": platform.python_version()},
         }
-        atomic_write(out / METRICS_FILE, json.dumps(metrics, indent=1).encode())
+        atomic_write(out / METRICS_FILE, dumps(metrics, indent=1).encode())
         print(f"wrote {out / METRICS_FILE}")
     return 0
 
 
 def _summary(result, wall: float) -> dict:
     h = result.history
-    last = lambda k: _jsonable(h[k][-1]) if k in h and len(h[k]) else None  # noqa: E731
+    last = lambda k: float(h[k][-1]) if k in h and len(h[k]) else None  # noqa: E731  (NaN after divergence)
     test_acc = np.asarray(h.get("test_accuracy", []), float)
     best = int(np.nanargmax(test_acc)) if test_acc.size and not np.all(np.isnan(test_acc)) else None
     return {
@@ -500,8 +492,8 @@ def _summary(result, wall: float) -> dict:
 
 
 def _summary_line(s: dict) -> str:
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-    num = lambda v: "nan" if v is None else f"{v:.4g}"  # noqa: E731
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731  (None: no accuracy; NaN: diverged)
+    num = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
     head = f"diverged at step {s['diverged_step']}; " if s["diverged"] else ""
     best = f" (best {pct(s['best_test_accuracy'])} at epoch {s['best_epoch']})" if s["best_epoch"] else ""
     return (
