@@ -1,4 +1,4 @@
-"""fnnet._io: atomic writes create files with the process umask (as ``open`` does) and leave no temporary; one JSON encoding."""
+"""fnnet._io: atomic writes follow the umask and leave no temporary; NaN goes into JSON one way."""
 
 import os
 
