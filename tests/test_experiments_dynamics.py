@@ -18,9 +18,8 @@ from jax.flatten_util import ravel_pytree
 
 import fnnet as fn
 from experiments import module_path
-from experiments._common import to_jsonable
+from experiments._common import spearman, to_jsonable
 from experiments.texts import dead_relu, loss_landscape, rnn_bptt
-from experiments.texts._dynamics_util import spearman
 
 NAMES = ("rnn_bptt", "dead_relu", "loss_landscape")
 

@@ -15,14 +15,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import _sources as src
 from experiments._common import Claim, Result, close, pyplot, save_figure
 from fnnet import activations as A
 
 NAME = "activations"
 TITLE = "Activations and their derivatives: hand-written rules against autodiff"
 
-SRC_000 = "000 (Math Behind DL, 2nd ed.), 'Derivatives of the activation functions'"
-SRC_002 = "002 (ML Math Derivations 19), 'Activation Functions' table"
+SRC_GULLI = src.GULLI_2019.cite('sec. "Derivatives of the activation functions"')
+SRC_GULLI_RELU = src.GULLI_2019.cite('sec. "Derivatives of the activation functions", subsec. "Derivative of ReLU"')
+SRC_TABLE = src.ML_MATH_19.cite('sec. "Activation Functions", table')
 
 # name, label, keyword arguments of the rule
 FUNCTIONS: tuple[tuple[str, str, dict], ...] = (
@@ -113,29 +115,31 @@ def run(config: Config, out_dir: Path) -> Result:
     claims = [
         close(
             "σ'(x) = σ(x)(1 − σ(x)): jax.grad of σ against the closed form, max |error| on the grid",
-            SRC_000 + "; " + SRC_002,
+            SRC_GULLI + "; " + SRC_TABLE,
             0.0,
             sig_closed_err,
             atol=tol,
         ),
         close(
             "max over x of σ'(x) is 1/4",
-            SRC_002 + " (sigmoid's derivative never exceeds 0.25)",
+            SRC_TABLE + " (sigmoid's derivative never exceeds 0.25)",
             0.25,
             float(sig_d.max()),
             atol=tol,
         ),
-        close("σ' peaks at x = 0 (argmax of σ' on the grid)", SRC_002, 0.0, float(xs[int(np.argmax(sig_d))]), atol=tol),
+        close(
+            "σ' peaks at x = 0 (argmax of σ' on the grid)", SRC_TABLE, 0.0, float(xs[int(np.argmax(sig_d))]), atol=tol
+        ),
         close(
             "tanh'(x) = 1 − tanh²(x): jax.grad of tanh against the closed form, max |error|",
-            SRC_000 + "; " + SRC_002,
+            SRC_GULLI + "; " + SRC_TABLE,
             0.0,
             tanh_closed_err,
             atol=tol,
         ),
         Claim(
             "ReLU'(x) takes only the values {0, 1}",
-            SRC_000 + " ('Derivative of ReLU'); " + SRC_002,
+            SRC_GULLI_RELU + "; " + SRC_TABLE,
             [0.0, 1.0],
             relu_values,
             "exact",
@@ -143,7 +147,7 @@ def run(config: Config, out_dir: Path) -> Result:
         ),
         Claim(
             "ReLU'(0) = 0 in fnnet's rule, the same convention as jax.grad (the text allows 0 or 1)",
-            SRC_000 + " ('Derivative of ReLU': the value at 0 may be chosen 0 or 1)",
+            SRC_GULLI_RELU + " (the value at 0 may be chosen 0 or 1)",
             0.0,
             rows["ReLU"]["at_zero_manual"],
             "exact",
@@ -152,7 +156,7 @@ def run(config: Config, out_dir: Path) -> Result:
         ),
         Claim(
             "leaky ReLU'(x) takes only the values {α, 1} (α = 0.1), and 1 at x = 0",
-            SRC_002,
+            SRC_TABLE,
             [0.1, 1.0],
             leaky_values,
             "exact",
@@ -165,7 +169,7 @@ def run(config: Config, out_dir: Path) -> Result:
         claims.append(
             close(
                 f"{label}: hand-written derivative equals jax.grad, max |error| on the grid (float64)",
-                SRC_002 if "GELU" in label or "swish" in label else SRC_000,
+                SRC_TABLE if "GELU" in label or "swish" in label else SRC_GULLI,
                 0.0,
                 rows[label]["max_abs_err"],
                 atol=tol,

@@ -1,7 +1,9 @@
 """The texts' convnet toy case: a 3×3 input, one 2×2 filter, no padding, stride 1.
 
-shared/references 000, 'Thinking about backpropagation and convnets', computes the forward pass and
-leaves the backward pass as an exercise, noting that every filter weight touches every output pixel.
+Gulli, Kapoor & Pal 2019, "Deep Learning with TensorFlow 2 and Keras", ch. "The Math Behind Deep
+Learning", sec. "Thinking about backpropagation and convnets" (Figure 15), computes the forward pass
+and leaves the backward pass as an exercise, noting that every filter weight touches every output
+pixel.
 Here the exercise is done three ways, in float64:
 
 * closed form, element by element: y[i,j] = Σ_{p,q} X[i+p, j+q] W[p,q];
@@ -11,8 +13,9 @@ Here the exercise is done three ways, in float64:
 * fnnet's ``Conv2D`` and its hand-written backward rule;
 * ``jax.vjp`` of the same forward.
 
-The generalization the text leaves open (strides, padding, dilation, channels) is checked the same
-way, rule against autodiff, on a few random settings.
+The generalization the text leaves open (strides, padding, dilation, channels; Dumoulin & Visin 2016,
+"A guide to convolution arithmetic for deep learning", sec. 2-5) is checked the same way, rule against
+autodiff, on a few random settings.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, close, pyplot, save_figure
 from fnnet.checking import relative_error
 
 NAME = "conv_toy"
 TITLE = "The convnet toy case: a 3×3 input and a 2×2 filter, backward by hand"
 
-SRC = "000 (Math Behind DL, 2nd ed.), 'Thinking about backpropagation and convnets' (Figure 15)"
-SRC_GEN = SRC + ": the generalization left as an exercise; Dumoulin & Visin 2016, sec. 2-5"
+SRC = src.GULLI_2019.cite('sec. "Thinking about backpropagation and convnets" (Figure 15)')
+SRC_GEN = SRC + ": the generalization left as an exercise; " + src.DUMOULIN_VISIN_2016.cite("sec. 2-5")
 
 X = ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0), (7.0, 8.0, 9.0))
 W = ((1.0, -1.0), (2.0, 0.5))

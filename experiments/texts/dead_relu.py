@@ -15,10 +15,11 @@ P(output ≡ 0 at x) = 1 − (1 − 2^−N)^L. We check that against Monte Carlo
 rarer event "zero on every point of a sample of inputs" that Lu et al.'s "born dead" (dead on the
 whole domain) refers to.
 
-References: shared/references 002, "Common misinterpretations" (the 5–15% claim) and "Activation
-Functions" (leaky ReLU fixes dead ReLU); Lu, Shin, Su & Karniadakis 2019, "Dying ReLU and
-Initialization: Theory and Numerical Examples", arXiv:1903.06733, Sec. 3 (probability that a deep
-ReLU net is born dead); Maas et al. 2013 (leaky ReLU); Greydanus 2020 (MNIST-1D).
+References: "ML Math Derivations (19): Neural Networks and Backpropagation" (author not given, n.d.),
+sec. "Common misinterpretations" (the 5–15% claim) and sec. "Activation Functions" (leaky ReLU fixes
+dead ReLU); Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples", Sec. 3
+(probability that a deep ReLU net is born dead); Maas et al. 2013, "Rectifier Nonlinearities Improve
+Neural Network Acoustic Models" (leaky ReLU); Greydanus 2020, "Scaling down Deep Learning" (MNIST-1D).
 """
 
 from __future__ import annotations
@@ -32,17 +33,17 @@ import numpy as np
 import optax
 
 import fnnet as fn
-from experiments._common import Claim, Result, point_cache
-from experiments.texts import _dynamics_plots as plots
+from experiments import _sources as src
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure
 from fnnet import activations, data, initializers
 from fnnet.sweeps import init_params, sweep
 
 NAME = "dead_relu"
 TITLE = "Dead ReLU units during training, and nets born dead"
 
-SRC_TEXT = "shared/references 002, 'Common misinterpretations' (ReLU avoids saturation)"
-SRC_LEAKY = "shared/references 002, 'Activation Functions' table (leaky ReLU fixes dead ReLU)"
-SRC_LU = "Lu et al. 2019, arXiv:1903.06733, Sec. 3 (born-dead probability of bias-free ReLU nets)"
+SRC_TEXT = src.ML_MATH_19.cite('sec. "Common misinterpretations" (ReLU avoids saturation)')
+SRC_LEAKY = src.ML_MATH_19.cite('sec. "Activation Functions", table (leaky ReLU fixes dead ReLU)')
+SRC_LU = src.LU_2019.cite("Sec. 3 (born-dead probability of bias-free ReLU nets)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,8 +273,8 @@ def run(config: Config, out_dir: Path) -> Result:
     }
     claims = _claims(config, groups, stats, born)
     figures = [
-        plots.dead_fraction(config, groups, stats, alive, out_dir),
-        plots.born_dead(config, born, born_theory, out_dir),
+        _plot_dead_fraction(config, groups, stats, alive, out_dir),
+        _plot_born_dead(config, born, born_theory, out_dir),
     ]
     return Result(metrics=metrics, claims=claims, figures=figures)
 
@@ -380,3 +381,77 @@ def _claims(config: Config, groups, stats, born) -> list[Claim]:
             )
         )
     return claims
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _plot_dead_fraction(config, groups, stats, alive, out_dir: Path):
+    """Figure ``dead_fraction``: share of dead units per epoch, and which units die and revive."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(groups) + 1, figsize=(5.6 * (len(groups) + 1), 4.4), squeeze=False)
+    epochs = np.arange(config.epochs + 1)
+    for ax, (opt, lrs) in zip(axes[0], groups.items()):
+        for i, lr in enumerate(lrs):
+            c = f"C{i}"
+            ax.plot(epochs, 100 * np.asarray(stats[opt]["relu"][i]["dead_fraction"]), "-o", ms=3, color=c,
+                    label=f"ReLU lr={lr:g}")  # fmt: skip
+            ax.plot(epochs, 100 * np.asarray(stats[opt]["leaky_relu"][i]["dead_fraction"]), "--", color=c,
+                    label=f"leaky lr={lr:g}")  # fmt: skip
+        ax.axhspan(5, 15, color="0.85", zorder=0, label="text: 5-15%")
+        ax.axvline(config.few_epochs, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("epoch (0 = initialization)")
+        ax.set_ylabel("hidden units inactive on every training example (%)")
+        ax.set_title(f"MNIST-1D MLP, {opt}, mean of {config.seeds} seeds", fontsize=10)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    # the ReLU run (seed 0) with the most revivals: which units are dead after each epoch
+    best, best_n = None, -1
+    for opt, lrs in groups.items():
+        a = np.asarray(alive[opt]["relu"]) == 0  # (E + 1, K, U)
+        for i, lr in enumerate(lrs):
+            d = a[:, i * config.seeds]
+            n = int((d[:-1] & ~d[1:]).sum())
+            if n > best_n:
+                best, best_n = (opt, lr, d), n
+    ax = axes[0][-1]
+    opt, lr, d = best
+    units = np.flatnonzero(d.any(axis=0))
+    if units.size:
+        ax.imshow(d[:, units].T, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1,
+                  extent=(-0.5, config.epochs + 0.5, units.size - 0.5, -0.5))  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("hidden units that were ever dead (unit order)")
+    ax.set_title(f"ReLU, {opt} lr={lr:g}, seed 0: black = dead; {best_n} revivals", fontsize=10)
+    return save_figure(
+        fig, out_dir, "dead_fraction",
+        "Left: share of hidden units with pre-activation ≤ 0 on all training inputs, per epoch (solid ReLU, dashed "
+        "leaky); grey band the text's 5-15%. Right: which units are dead when; white gaps after black are revivals.",
+    )  # fmt: skip
+
+
+def _plot_born_dead(config, born, born_theory, out_dir: Path):
+    """Figure ``born_dead``: P(output ≡ 0) against depth, the formula and Monte Carlo."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    depth = np.arange(1, config.born_max_depth + 1)
+    for i, n in enumerate(config.born_widths):
+        c = f"C{i}"
+        ax.plot(depth, born_theory(n, depth), "-", color=c, lw=1.2, label=f"N={n}")
+        ax.plot(depth, born["normal"][n]["p_at_x"], "o", color=c, ms=3, mfc="none")
+        ax.plot(depth, born["uniform"][n]["p_at_x"], "x", color=c, ms=3)
+        ax.plot(depth, born["normal"][n]["p_on_domain"], ":", color=c, lw=1)
+    ax.plot([], [], "k-", lw=1.2, label="1 − (1 − 2^−N)^L")
+    ax.plot([], [], "ko", mfc="none", ms=3, label="MC, N(0,1) weights")
+    ax.plot([], [], "kx", ms=3, label="MC, U[-1,1] weights")
+    ax.plot([], [], "k:", label=f"MC, zero on all {config.born_domain_points} inputs")
+    ax.set_xlabel("hidden layers L")
+    ax.set_ylabel("P(network output ≡ 0)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Born dead at initialization (zero biases, {config.born_samples} nets per width)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(
+        fig, out_dir, "born_dead",
+        "Probability that a bias-free ReLU net of width N is identically 0 at an input, vs depth: lines the formula, "
+        "markers Monte Carlo. Dotted: zero on every sampled input, rarer than at one input.",
+    )  # fmt: skip

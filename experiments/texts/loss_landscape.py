@@ -17,10 +17,15 @@ Students are 2-h-1 tanh MLPs (P = 4h + 1 parameters).
   All widths run in one compiled program: a width-h net is the width-h_max net with its extra
   units' weights held at zero (:func:`live_mask`), which is exactly the width-h net.
 
-References: shared/references 002, "The Loss Landscape"; Dauphin et al. 2014, Sec. 2 and Fig. 1
-(index grows with the error of a critical point); Bray & Dean 2007; Li et al. 2018, "Visualizing the
-Loss Landscape of Neural Nets", Sec. 4 and 7; Fukumizu & Amari 2000 (critical points of narrower nets
-embed as saddles); Frye et al. 2021 (gradient-norm minimization stalls in gradient-flat regions).
+References: "ML Math Derivations (19): Neural Networks and Backpropagation" (author not given, n.d.),
+sec. "The Loss Landscape"; Dauphin et al. 2014, "Identifying and attacking the saddle point problem in
+high-dimensional non-convex optimization", Sec. 2 and Fig. 1 (index grows with the error of a critical
+point); Bray & Dean 2007, "Statistics of critical points of Gaussian fields on large-dimensional
+spaces"; Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", Sec. 4 and 7; Fukumizu &
+Amari 2000, "Local minima and plateaus in hierarchical structures of multilayer perceptrons" (critical
+points of narrower nets embed as saddles); Frye et al. 2021, "Critical Point-Finding Methods Reveal
+Gradient-Flat Regions of Deep Network Losses" (gradient-norm minimization stalls in gradient-flat
+regions).
 """
 
 from __future__ import annotations
@@ -35,16 +40,15 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import fnnet as fn
-from experiments._common import Claim, Result, point_cache
-from experiments.texts import _dynamics_plots as plots
-from experiments.texts._dynamics_util import key_tree, round_sig, spearman
+from experiments import _sources as src
+from experiments._common import Claim, Result, point_cache, pyplot, save_figure, spearman
 from fnnet import data
 
 NAME = "loss_landscape"
 TITLE = "Loss landscape: a 2-D slice with the SGD path, and saddles among critical points"
 
-SRC_TEXT = "shared/references 002, 'The Loss Landscape' (point 2: saddle points dominate in high dimensions)"
-SRC_DAUPHIN = "Dauphin et al. 2014, Sec. 2 and Fig. 1 (index of critical points grows with their error)"
+SRC_TEXT = src.ML_MATH_19.cite('sec. "The Loss Landscape" (point 2: saddle points dominate in high dimensions)')
+SRC_DAUPHIN = src.DAUPHIN_2014.cite("Sec. 2 and Fig. 1 (index of critical points grows with their error)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +87,28 @@ def dataset(config: Config) -> tuple[np.ndarray, np.ndarray]:
     teacher = student(config.teacher_width)
     ds, _ = data.teacher_student(jax.random.key(config.seed), config.n, teacher, 2, noise=config.noise)
     return np.asarray(ds.x), np.asarray(ds.y)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers: one PRNG key per leaf, rounding to significant digits
+
+
+def key_tree(key, tree):
+    """One fresh PRNG key per leaf of ``tree``, in a pytree of the same structure."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return jax.tree_util.tree_unflatten(treedef, list(jax.random.split(key, max(len(leaves), 1)))[: len(leaves)])
+
+
+def round_sig(x, digits: int) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant digits (float64), elementwise; NaN and ±inf pass through.
+
+    Multi-threaded XLA CPU kernels may differ in the last bits between runs; rounding the reported
+    values keeps metrics.json bit-identical and makes values equal up to rounding tie exactly.
+    """
+    a = np.asarray(x, np.float64)
+    finite = np.isfinite(a) & (a != 0)
+    scale = np.where(finite, 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(np.where(finite, a, 1.0))))), 1.0)
+    return np.where(finite, np.round(a * scale) / scale, a)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +320,7 @@ def run(config: Config, out_dir: Path) -> Result:
         "searches": cp,
     }
     claims = _claims(config, rows, h_err, sl)
-    figures = [plots.landscape_slice(config, sl, out_dir), plots.critical_points(config, cp, rows, out_dir)]
+    figures = [_plot_landscape(config, sl, out_dir), _plot_critical_points(config, cp, rows, out_dir)]
     return Result(metrics=metrics, claims=claims, figures=figures)
 
 
@@ -310,11 +336,12 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
             f"median loss {r['stalled_median_loss']:.4f}, median ‖∇L‖ {r['stalled_median_grad_norm']:.1e}"
             for r in stalled
         )
-        + ". They sit at low loss near trained nets (ill-conditioned or gradient-flat regions, Frye et al. 2021), "
-        "so minima are likely under-counted at the larger widths."
+        + ". They sit at low loss near trained nets (ill-conditioned or gradient-flat regions, "
+        f"{src.FRYE_2021.short}), so minima are likely under-counted at the larger widths."
         if stalled
         else "No search stalled."
     )
+    src_caveat = "; " + src.FRYE_2021.cite() if stalled else ""  # the caveat's citation
     claims = [
         Claim(
             "the Hessian as forward-mode autodiff of the hand-written gradient equals jax.hessian of the forward",
@@ -330,7 +357,7 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
         Claim(
             f"even a tiny network's loss surface is non-convex: saddles exist at width {first['width']} "
             f"({first['params']} parameters)",
-            "shared/references 002, 'The Loss Landscape' (a tiny network's surface is sharply non-convex)",
+            src.ML_MATH_19.cite('sec. "The Loss Landscape" (a tiny network\'s surface is sharply non-convex)'),
             "> 0 critical points with index > 0 (a convex loss has none)",
             first["saddles"],
             "count > 0",
@@ -343,7 +370,7 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
     claims.append(
         Claim(
             "the share of saddles (index > 0) among critical points grows with width",
-            SRC_TEXT,
+            SRC_TEXT + src_caveat,
             "Spearman ρ(width, saddle share) > 0",
             rho,
             "ρ > 0 over widths with ≥ 3 critical points",
@@ -355,7 +382,7 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
     claims.append(
         Claim(
             "saddles dominate the critical points in high dimensions (majority at the widest measured net)",
-            SRC_TEXT,
+            SRC_TEXT + src_caveat,
             "> 0.5",
             last["saddle_fraction"] if last else float("nan"),
             "share > 0.5",
@@ -385,7 +412,7 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
     claims.append(
         Claim(
             "the first two principal directions of an SGD path capture most of its variation",
-            "Li et al. 2018, Sec. 7 (PCA directions for trajectory plots)",
+            src.LI_2018.cite("Sec. 7 (PCA directions for trajectory plots)"),
             "> 0.5 of the variance",
             ev,
             "share > 0.5",
@@ -394,3 +421,80 @@ def _claims(config: Config, rows: list[dict], h_err: float, sl: dict) -> list[Cl
         )
     )
     return claims
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _plot_landscape(config, sl, out_dir: Path):
+    """Figure ``landscape``: the loss on the path's PCA plane (with the path) and on a random plane."""
+    plt = pyplot()
+    from matplotlib.colors import LogNorm
+
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.8), layout="constrained")
+    pca, rnd = sl["pca"], sl["random"]
+    z = np.asarray(pca["loss"])
+    norm = LogNorm(vmin=max(z.min(), 1e-6), vmax=z.max())
+    ax = axes[0]
+    cs = ax.contourf(pca["a"], pca["b"], z, levels=np.geomspace(norm.vmin, norm.vmax, 25), norm=norm, cmap="viridis")
+    path = np.asarray(pca["path"])
+    ax.plot(path[:, 0], path[:, 1], "-o", color="w", ms=2.5, lw=1, label="SGD path (one dot per epoch)")
+    ax.plot(path[0, 0], path[0, 1], "r^", ms=8, label="start (×3 init)")
+    ax.plot(path[-1, 0], path[-1, 1], "r*", ms=11, label="end")
+    ev = np.asarray(pca["explained"])
+    ax.set_xlabel(f"1st principal direction of the path ({100 * ev[0]:.1f}% of variance)")
+    ax.set_ylabel(f"2nd principal direction ({100 * ev[1]:.1f}%)")
+    ax.set_title(f"PCA plane of the path, width-{config.slice_width} tanh net", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.colorbar(cs, ax=ax, label="training loss (MSE, log scale)", format="%.0e")
+    ax = axes[1]
+    z = np.asarray(rnd["loss"])
+    norm = LogNorm(vmin=max(z.min(), 1e-6), vmax=z.max())
+    cs = ax.contourf(rnd["r"], rnd["r"], z, levels=np.geomspace(norm.vmin, norm.vmax, 25), norm=norm, cmap="viridis")
+    ax.plot(0, 0, "r*", ms=11, label="end of SGD")
+    ax.set_xlabel("filter-normalized random direction 1 (α)")
+    ax.set_ylabel("filter-normalized random direction 2 (β)")
+    ax.set_title(f"random plane around the end point ({src.LI_2018.short})", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.colorbar(cs, ax=ax, label="training loss (MSE, log scale)", format="%.0e")
+    return save_figure(
+        fig, out_dir, "landscape",
+        "Loss on two planes through the end of an SGD run: the plane of the path's two principal directions (left, "
+        "with the path) and two filter-normalized random directions (right). Log colour scale.",
+    )  # fmt: skip
+
+
+def _plot_critical_points(config, cp, rows, out_dir: Path):
+    """Figure ``critical_points``: index share against loss, and saddles vs minima per width."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    ax = axes[0]
+    for i, h in enumerate(config.widths):
+        ok = np.asarray(cp["grad_norm"][i]) <= config.gtol
+        idx = np.asarray(cp["index"][i])[ok] / (4 * h + 1)
+        loss = np.asarray(cp["loss"][i])[ok]
+        ax.scatter(loss, idx, s=16 + 6 * i, color=f"C{i}", alpha=0.6, label=f"h={h} (P={4 * h + 1})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training loss at the critical point (MSE, log scale)")
+    ax.set_ylabel("index / P (share of negative Hessian eigenvalues)")
+    ax.set_title("critical points found by descent on ½‖∇L‖²", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    w = np.arange(len(rows))
+    conv = np.array([r["converged"] for r in rows])
+    sad = np.array([r["saddles"] for r in rows])
+    ax.bar(w, sad / np.maximum(conv, 1), color="C3", label="saddles (index > 0)")
+    ax.bar(w, (conv - sad) / np.maximum(conv, 1), bottom=sad / np.maximum(conv, 1), color="C0", label="minima")
+    for i, r in enumerate(rows):
+        ax.text(i, 1.02, f"{r['converged']}/{config.starts}", ha="center", fontsize=7)
+    ax.set_xticks(w, [f"h={r['width']}\nP={r['params']}" for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("share of critical points found")
+    ax.set_title("saddles vs minima by width (numbers: searches that converged)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(
+        fig, out_dir, "critical_points",
+        "Left: index share vs loss of every critical point found (‖∇L‖ ≤ 1e-8, float64). Right: share of saddles "
+        "and minima per width; searches that stalled are not counted (see the claims' notes).",
+    )  # fmt: skip

@@ -11,16 +11,20 @@
 2. Clipping. At an exploding scale (tanh, g = 3) the manual gradients of a batch of the adding task
    are huge; ``fnnet.optim.clip_by_global_norm(c)`` rescales them to norm ≤ c, so an SGD update is
    at most η·c long. Training with and without clipping (``fn.sweep``; the swept scalar is c).
-3. LSTM vs RNN on the adding task (Hochreiter & Schmidhuber 1997; Le et al. 2015): T steps of
+3. LSTM vs RNN on the adding task (Hochreiter & Schmidhuber 1997; Le, Jaitly & Hinton 2015): T steps of
    (value ~ U[0, 1], marker), one marker in the first half and one in the second, target the sum
    of the two marked values. Predicting the mean gives MSE ½·Var = 1/12. Both trained with manual
    BPTT (Adam + clipping, ``fn.sweep``); ‖∂E/∂x_k‖ from each layer's backward shows how far back
    the gradient reaches.
 
-References: shared/references 000, "Thinking about backpropagation and RNNs" (BPTT; the product of
-Jacobians vanishes; LSTMs and clipping as the remedies); 002, "Vanishing and Exploding Gradients"
-(0.25 per sigmoid layer; the same matrix multiplied T times; clipping g ← c·g/‖g‖); Pascanu,
-Mikolov & Bengio 2013, eq. 5-7 and alg. 1; Hochreiter & Schmidhuber 1997; Le, Jaitly & Hinton 2015.
+References: Gulli, Kapoor & Pal 2019, "Deep Learning with TensorFlow 2 and Keras", ch. "The Math Behind
+Deep Learning", sec. "Thinking about backpropagation and RNNs" (BPTT; the product of Jacobians
+vanishes; LSTMs and clipping as the remedies); "ML Math Derivations (19): Neural Networks and
+Backpropagation" (author not given, n.d.), sec. "Vanishing and Exploding Gradients" (0.25 per sigmoid
+layer; the same matrix multiplied T times; clipping g ← c·g/‖g‖); Pascanu, Mikolov & Bengio 2013, "On
+the difficulty of training recurrent neural networks", eq. 5-7 and alg. 1; Hochreiter & Schmidhuber
+1997, "Long Short-Term Memory"; Le, Jaitly & Hinton 2015, "A Simple Way to Initialize Recurrent
+Networks of Rectified Linear Units".
 """
 
 from __future__ import annotations
@@ -34,18 +38,21 @@ import numpy as np
 import optax
 
 import fnnet as fn
-from experiments._common import Claim, Result, close, point_cache
-from experiments.texts import _dynamics_plots as plots
+from experiments import _sources as src
+from experiments._common import Claim, Result, close, point_cache, pyplot, save_figure
 from fnnet import activations, initializers
 from fnnet.layers import hidden_jacobian_norms
 
 NAME = "rnn_bptt"
 TITLE = "BPTT: vanishing and exploding gradients over time, clipping, LSTM vs RNN"
 
-SRC_000 = "shared/references 000, 'Thinking about backpropagation and RNNs'"
-SRC_VANISH = "shared/references 002, 'The Vanishing Gradient Problem' (σ' ≤ 0.25 per step, ≈ 0.25^n)"
-SRC_EXPLODE = "shared/references 002, 'The Exploding Gradient Problem' (same matrix multiplied T times)"
-SRC_CLIP = "shared/references 002, 'Solutions' table (clip g ← c·g/‖g‖); Pascanu et al. 2013, alg. 1"
+SRC_RNN = src.GULLI_2019.cite('sec. "Thinking about backpropagation and RNNs"')
+SRC_VANISH = src.ML_MATH_19.cite('sec. "The Vanishing Gradient Problem" (σ\' ≤ 0.25 per step, ≈ 0.25^n)')
+SRC_EXPLODE = src.ML_MATH_19.cite('sec. "The Exploding Gradient Problem" (same matrix multiplied T times)')
+SRC_CLIP = src.ML_MATH_19.cite('sec. "Solutions", table (clip g ← c·g/‖g‖)') + "; " + src.PASCANU_2013.cite("alg. 1")
+SRC_BOUND = src.PASCANU_2013.cite("eq. 7 (γ = 1/4 for the sigmoid)")
+SRC_LSTM = SRC_RNN + "; " + src.HOCHREITER_SCHMIDHUBER_1997.cite()
+SRC_ADDING = SRC_RNN + "; " + src.HOCHREITER_SCHMIDHUBER_1997.cite("exp. 4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,9 +244,9 @@ def run(config: Config, out_dir: Path) -> Result:
     metrics["summary"] = summary
     claims = _claims(config, summary)
     figures = [
-        plots.gradient_over_time(config, curves, out_dir),
-        plots.clipping(config, clip, out_dir),
-        plots.lstm_vs_rnn(config, task, out_dir),
+        _plot_gradient_over_time(config, curves, out_dir),
+        _plot_clipping(config, clip, out_dir),
+        _plot_lstm_vs_rnn(config, task, out_dir),
     ]
     return Result(metrics=metrics, claims=claims, figures=figures)
 
@@ -287,7 +294,7 @@ def _claims(config: Config, s: dict) -> list[Claim]:
     if 1.0 in gains["tanh"]:
         m = c["tanh/1"]["ratio_at_half"]
         claims.append(Claim(f"tanh RNN (g=1): ‖∂E_T/∂h_k‖ vanishes over time (ratio at T−k={half} below 1e-3)",
-                            SRC_000, "< 1e-3", m, "< 1e-3", bool(m < 1e-3), note))  # fmt: skip
+                            SRC_RNN, "< 1e-3", m, "< 1e-3", bool(m < 1e-3), note))  # fmt: skip
     if 1.0 in gains["sigmoid"]:
         m = c["sigmoid/1"]["factor_per_step"]
         claims.append(close("sigmoid RNN (g=1): the gradient shrinks by ≈ 0.25 per time step", SRC_VANISH, 0.25, m,
@@ -295,7 +302,7 @@ def _claims(config: Config, s: dict) -> list[Claim]:
     worst = max((v["jacobian_over_bound"] for v in c.values() if v["jacobian_over_bound"] is not None), default=None)
     if worst is not None:
         claims.append(Claim("sigmoid RNN: ‖∂h_T/∂h_k‖₂ ≤ (‖U‖₂/4)^(T−k) at every k and gain",
-                            "Pascanu et al. 2013, eq. 7 (γ = 1/4 for the sigmoid)", "≤ 1", worst, "max ratio ≤ 1",
+                            SRC_BOUND, "≤ 1", worst, "max ratio ≤ 1",
                             bool(worst <= 1 + 1e-9), "ratio of the measured Jacobian norm to the bound"))  # fmt: skip
     for act in ("tanh", "sigmoid"):
         if gains[act]:
@@ -330,7 +337,7 @@ def _claims(config: Config, s: dict) -> list[Claim]:
     claims.append(
         Claim(
             f"the LSTM keeps the gradient alive across the sequence (T={config.task_T}) where the tanh RNN loses it",
-            SRC_000 + "; Hochreiter & Schmidhuber 1997",
+            SRC_LSTM,
             "after training, LSTM ‖∂E/∂x_1‖/‖∂E/∂x_T‖ > 10 × the RNN's",
             r,
             "factor 10",
@@ -343,8 +350,124 @@ def _claims(config: Config, s: dict) -> list[Claim]:
     base, fl = s["baseline"], s["final_test_loss"]
     ok = max(fl["lstm"]) < 0.1 * base and min(fl["rnn"]) > 0.5 * base
     claims.append(Claim(f"adding task (T={config.task_T}): the LSTM learns it, the tanh RNN stays at the baseline",
-                        SRC_000 + "; Hochreiter & Schmidhuber 1997, exp. 4", "LSTM < 0.1·baseline, RNN > 0.5·baseline",
+                        SRC_ADDING, "LSTM < 0.1·baseline, RNN > 0.5·baseline",
                         fl, f"baseline ½Var(y) = {base:.4f}", bool(ok),
                         f"H={config.hidden}, Adam {config.task_lr} + clipping 1.0, {config.task_epochs} epochs, "
                         f"{config.seeds} seeds, manual BPTT"))  # fmt: skip
     return claims
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _plot_gradient_over_time(config, curves, out_dir: Path):
+    """Figure ``gradient_over_time``: ‖∂E_T/∂h_k‖/‖∂E_T/∂h_T‖ and ‖∂h_T/∂h_k‖₂ against T − k, per activation."""
+    plt = pyplot()
+    acts = list(dict.fromkeys(v["act"] for v in curves.values()))
+    fig, axes = plt.subplots(1, len(acts), figsize=(6 * len(acts), 4.4), squeeze=False, layout="constrained")
+    for ax, act in zip(axes[0], acts):
+        items = [v for v in curves.values() if v["act"] == act]
+        for i, v in enumerate(items):
+            j = np.arange(len(v["rel"]))
+            ax.plot(j, v["rel"], "-", color=f"C{i}", label=f"‖∂E_T/∂h_k‖/‖∂E_T/∂h_T‖, g={v['gain']:g}")
+            ax.plot(j, v["jac"], ":", color=f"C{i}", lw=1.5, label=f"‖∂h_T/∂h_k‖₂, g={v['gain']:g}")
+            if act == "sigmoid":
+                ax.plot(j, (0.25 * v["gain"]) ** j, "--", color=f"C{i}", lw=0.8, alpha=0.6)
+        ax.set_yscale("log")
+        lo = min(min(np.min(np.asarray(v["rel"])), np.min(np.asarray(v["jac"]))) for v in items)
+        hi = max(max(np.max(np.asarray(v["rel"])), np.max(np.asarray(v["jac"]))) for v in items)
+        ax.set_ylim(max(lo / 10, 1e-300), hi * 1e3)
+        ax.set_xlabel("steps back in time, T − k")
+        ax.set_ylabel("gradient norm relative to step T (log scale)")
+        title = f"{act} RNN, H={config.hidden}, U = g·orthogonal"
+        ax.set_title(title + (" (dashed: bound (g/4)^(T−k))" if act == "sigmoid" else ""), fontsize=10)
+        ax.legend(fontsize=6.5, ncol=2)
+    return save_figure(
+        fig, out_dir, "gradient_over_time",
+        "Norm of the BPTT signal ∂E_T/∂h_k (solid) and of the Jacobian ∂h_T/∂h_k (dotted) vs distance T−k, log scale: "
+        "it vanishes at g ≤ 1 and explodes for tanh at large g.",
+    )  # fmt: skip
+
+
+def _plot_clipping(config, clip, out_dir: Path):
+    """Figure ``clipping``: gradient norms raw and clipped, and SGD's training loss with and without clipping."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
+    ax = axes[0]
+    raw = np.asarray(clip["raw_norms"]).ravel()
+    cl = np.asarray(clip["clipped_norms"]).ravel()
+    bins = np.geomspace(min(raw.min(), cl.min()) / 2, raw.max() * 2, 40)
+    ax.hist(raw, bins=bins, color="C3", alpha=0.7, label="manual BPTT gradient ‖g‖")
+    ax.hist(cl, bins=bins, color="C0", alpha=0.7, label=f"after clip_by_global_norm({config.clip:g})")
+    ax.axvline(config.clip, color="k", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("global gradient norm per minibatch (log scale)")
+    ax.set_ylabel("minibatches")
+    ax.set_title(f"tanh RNN, g={config.clip_gain:g}, adding task T={config.task_T}", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    loss = np.asarray(clip["train_loss"], np.float64)
+    is_clip = np.asarray(clip["clipped_run"], bool)
+    epochs = np.arange(1, loss.shape[1] + 1)
+    for k in range(loss.shape[0]):
+        lab = "clipped" if is_clip[k] else "not clipped"
+        ax.plot(
+            epochs,
+            loss[k],
+            "-o",
+            ms=3,
+            color="C0" if is_clip[k] else "C3",
+            label=lab if k in (0, loss.shape[0] - 1) else None,
+        )
+        if not is_clip[k] and np.asarray(clip["diverged"])[k]:
+            ax.plot(
+                [],
+                [],
+                "x",
+                color="C3",
+                label=f"not clipped: diverged at step {int(np.asarray(clip['diverged_step'])[k])}",
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (MSE, log scale)")
+    ax.set_xticks(epochs)
+    ax.set_title(f"SGD η={config.clip_lr:g}; NaN after divergence is not drawn", fontsize=10)
+    ax.legend(fontsize=7)
+    return save_figure(
+        fig, out_dir, "clipping",
+        "Left: gradient norms of a tanh RNN at an exploding scale, raw and after global-norm clipping. Right: SGD with "
+        "and without clipping; unclipped runs diverge (non-finite) and stop.",
+    )  # fmt: skip
+
+
+def _plot_lstm_vs_rnn(config, task, out_dir: Path):
+    """Figure ``lstm_vs_rnn``: how far back ‖∂E/∂x_k‖ reaches, and the adding task's test loss."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), layout="constrained")
+    ax = axes[0]
+    for i, m in enumerate(("rnn", "lstm")):
+        for stage, ls in (("reach_init", "-"), ("reach_trained", "--")):
+            r = np.asarray(task[m][stage])
+            ax.plot(np.arange(len(r))[::-1], r, ls, color=f"C{i}", label=f"{m.upper()}, {stage.split('_')[1]}")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps before the end, T − k")
+    ax.set_ylabel("‖∂E/∂x_k‖ (geometric mean, log scale)")
+    ax.set_title(f"how far back the gradient reaches (adding task, T={config.task_T})", fontsize=10)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for i, m in enumerate(("rnn", "lstm")):
+        loss = np.asarray(task[m]["test_loss"], np.float64)
+        for k in range(loss.shape[0]):
+            ax.plot(np.arange(1, loss.shape[1] + 1), loss[k], color=f"C{i}", label=m.upper() if k == 0 else None)
+    ax.axhline(task["baseline"], color="k", ls=":", label="predict the mean (½Var y)")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test loss (MSE, log scale)")
+    ax.set_title(f"H={config.hidden}, Adam + clipping, {config.seeds} seeds", fontsize=10)
+    ax.legend(fontsize=7)
+    return save_figure(
+        fig, out_dir, "lstm_vs_rnn",
+        "Left: gradient reaching input step k, before (solid) and after (dashed) training. Right: test loss on the "
+        "adding task; the LSTM solves it, the tanh RNN stays at the mean-prediction baseline.",
+    )  # fmt: skip

@@ -2,14 +2,16 @@
 
 The net is ``fn.serial(fn.Dense(W), fn.Relu(), fn.Dense(1))``, trained full-batch on an even grid with
 ``fn.mse`` and Adam, the gradients from fnnet's hand-written rules, in one jitted ``lax.scan`` vmapped
-over targets × seeds (``experiments/_fit_util.py``). First-layer weights are U[−1, 1] and each bias is
+over targets × seeds (``experiments.texts._fit_util``). First-layer weights are U[−1, 1] and each bias is
 set so the unit's kink −b/w falls uniformly in [−π, π] (a zero bias would put every kink at 0); the
 output weights are Glorot uniform (see :func:`_init`).
 
 The error is the sup norm ‖f − g‖∞ over [−π, π]. g is piecewise linear, so it is evaluated on a fine
 grid plus every kink inside the domain; for the step, both one-sided values at 0 count (f(0⁻) = 0,
 f(0⁺) = 1). A continuous g cannot come closer than ½ to a unit jump in that norm — the theorem
-(shared/references 002, 'Universal Approximation Theorem'; Cybenko 1989, Hornik 1991) is about
+("ML Math Derivations (19): Neural Networks and Backpropagation" (author not given, n.d.), sec.
+"Universal Approximation Theorem"; Cybenko 1989, "Approximation by Superpositions of a Sigmoidal
+Function"; Hornik 1991, "Approximation Capabilities of Multilayer Feedforward Networks") is about
 continuous targets — so the step is also scored away from the jump and by the RMS error.
 """
 
@@ -26,6 +28,7 @@ import numpy as np
 import optax
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, pyplot, save_figure
 from experiments.texts._fit_util import fit_full_batch
 from fnnet import data
@@ -33,7 +36,7 @@ from fnnet import data
 NAME = "universal_approximation"
 TITLE = "Universal approximation: a 1-hidden-layer ReLU MLP fits sin, |x| and a step"
 
-SRC = "002 (ML Math Derivations 19), 'Universal Approximation Theorem' and its figure (64-unit ReLU MLP)"
+SRC = src.ML_MATH_19.cite('sec. "Universal Approximation Theorem" and its figure (64-unit ReLU MLP)')
 TARGETS = ("sine", "abs", "step")
 #: fnnet.data.TARGETS_1D on the host in float64 (same definitions: the step is 1 for x ≥ 0), for the error sums
 TARGETS_NP = {"sine": np.sin, "abs": np.abs, "step": lambda x: (x >= 0).astype(np.float64)}
@@ -201,7 +204,8 @@ def run(config: Config, out_dir: Path) -> Result:
     claims.append(
         Claim(
             "no continuous net gets within ½ of a unit jump in sup norm: min over every width and seed",
-            "analysis (continuity of ReLU nets); 002 'Universal Approximation Theorem' (continuous f)",
+            "elementary analysis (a ReLU net is continuous); "
+            + src.ML_MATH_19.cite('sec. "Universal Approximation Theorem" (continuous f)'),
             ">= 0.5",
             lo,
             "exact",

@@ -1,6 +1,7 @@
 """The 2-layer network the text works by hand: every number it prints, recomputed two ways.
 
-Set-up (shared/references 002, 'Worked Numerical Example: backprop on a 2-layer MLP, by hand'):
+Set-up ("ML Math Derivations (19): Neural Networks and Backpropagation" (author not given, n.d.), sec.
+"Worked Numerical Example: backprop on a 2-layer MLP, by hand"):
 x = 1.0, target y = 0.0; one sigmoid hidden unit (w1 = 0.5, b1 = 0), a linear output (w2 = −1.0,
 b2 = 0.1), L = ½(ŷ − y)², one SGD step with η = 0.5, then the forward pass again.
 
@@ -23,13 +24,14 @@ import numpy as np
 import optax
 
 import fnnet as fn
+from experiments import _sources as src
 from experiments._common import Claim, Result, close, pyplot, save_figure
 from fnnet import optim
 
 NAME = "worked_example"
 TITLE = "The texts' worked 2-layer example, number by number"
 
-SOURCE = "002 (ML Math Derivations 19), 'Worked Numerical Example: backprop on a 2-layer MLP, by hand'"
+SOURCE = src.ML_MATH_19.cite('sec. "Worked Numerical Example: backprop on a 2-layer MLP, by hand"')
 
 #: (key, the text's value, decimals printed, what it is)
 TEXT_NUMBERS: tuple[tuple[str, float, int, str], ...] = (
