@@ -18,16 +18,14 @@ runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import EXPERIMENTS, module_path
+from experiments import EXPERIMENTS, load
 from experiments._common import (
     atomic_write_json,
-    check_experiment,
     config_hash,
     point_cache,
     prune_point_caches,
@@ -84,7 +82,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     interrupted rerun is never taken for finished) and so are the point caches of other configs (all
     of them under ``force``).
     """
-    module = check_experiment(importlib.import_module(module_path(name)), name)
+    module = load(name)
     config = module.PRESETS[preset]
     digest = config_hash(config)
     out_dir = out / name

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import experiments.__main__ as runner
-from experiments._common import CACHE, Claim, Result, config_hash, point_cache
+from experiments._common import CACHE, Claim, Result, check_experiment, config_hash, point_cache
 from experiments._report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +31,7 @@ class _Calls(list):
     def __init__(self):
         super().__init__()
         self.points: list = []
+        self.modules: dict = {}
 
 
 def _fake(name: str, holds: bool, calls: _Calls) -> types.ModuleType:
@@ -51,10 +52,10 @@ def _fake(name: str, holds: bool, calls: _Calls) -> types.ModuleType:
 @pytest.fixture
 def fakes(monkeypatch):
     calls = _Calls()
-    monkeypatch.setitem(sys.modules, "experiments.fake_ok", _fake("fake_ok", True, calls))
-    monkeypatch.setitem(sys.modules, "experiments.fake_bad", _fake("fake_bad", False, calls))
-    monkeypatch.setattr(runner, "EXPERIMENTS", ("fake_ok", "fake_bad"))
-    monkeypatch.setattr(runner, "module_path", lambda name: f"experiments.{name}")  # the fakes sit in no study
+    fakes = {name: _fake(name, name == "fake_ok", calls) for name in ("fake_ok", "fake_bad")}
+    monkeypatch.setattr(runner, "EXPERIMENTS", tuple(fakes))
+    monkeypatch.setattr(runner, "load", lambda name: check_experiment(fakes[name], name))  # in no study
+    calls.modules = fakes
     return calls
 
 
@@ -117,7 +118,7 @@ def test_a_config_change_recomputes_the_cached_points(fakes, tmp_path, monkeypat
     out = ["--preset", "tiny", "--out", str(tmp_path), "--only", "fake_ok"]
     folder = tmp_path / "fake_ok"
     assert runner.main(out) == 0
-    monkeypatch.setitem(sys.modules["experiments.fake_ok"].PRESETS, "tiny", _Cfg(seed=1))  # a seed change
+    monkeypatch.setitem(fakes.modules["fake_ok"].PRESETS, "tiny", _Cfg(seed=1))  # a seed change
     assert runner.main(out) == 0
     assert fakes.points == [_Cfg(), _Cfg(seed=1)]  # seed 0's point is not reused under seed 1
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -182,7 +183,7 @@ def test_the_report_writer_leaves_out_a_damaged_experiment_and_says_so(fakes, tm
 
 
 def test_ctrl_c_exits_130_with_one_line_and_a_rerun_resumes(fakes, tmp_path, capsys, monkeypatch):
-    mod = sys.modules["experiments.fake_bad"]
+    mod = fakes.modules["fake_bad"]
     real, ctrl_c = mod.run, [True]
 
     def run(config, out_dir):  # Ctrl-C during the first run of fake_bad
@@ -214,9 +215,8 @@ def run(config, out_dir):
 
 mod = types.ModuleType("experiments.slow")
 mod.NAME, mod.TITLE, mod.PRESETS, mod.run = "slow", "slow", dict.fromkeys(("tiny", "quick", "full"), Cfg()), run
-sys.modules["experiments.slow"] = mod
 runner.EXPERIMENTS = ("slow",)
-runner.module_path = lambda name: "experiments." + name
+runner.load = lambda name: mod
 sys.exit(runner.main(["--preset", "tiny", "--out", sys.argv[1]]))
 """
 
@@ -266,7 +266,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_a_module_that_breaks_the_contract_is_refused_by_name(fakes, tmp_path, capsys):
-    broken = sys.modules["experiments.fake_bad"]
+    broken = fakes.modules["fake_bad"]
     del broken.TITLE
     broken.PRESETS = {"tiny": _Cfg()}  # no quick or full
     assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 1  # the others still run

@@ -38,7 +38,7 @@ from experiments.batch_size import _batch_util as bu
 NAME = "data_parallel"
 TITLE = "Data-parallel large batches: sharded curve points equal single-device ones"
 
-SPMD = "JAX SPMD (jax.sharding.Mesh / NamedSharding); fnnet DESIGN 'Scale'"
+SPMD = "fnnet's own contract (data parallelism by JAX SPMD: a jax.sharding.Mesh, params replicated, batch sharded)"
 HOW_TO_SCALE = [
     "CPU host: a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (virtual devices).",
     "GPU/TPU host with several devices: Config(devices='auto') runs in-process on jax.devices(); same code.",

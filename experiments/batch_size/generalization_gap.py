@@ -183,7 +183,7 @@ def _claims(pts, b, lam, te, gap, trl, lr, man, auto, config: Config) -> list[Cl
         ),
         close(
             "The manual-rule Hessian-vector product gives the same lambda_max as the autodiff one",
-            "fnnet: forward mode through the hand-written backward rules",
+            "fnnet's own contract (forward mode through the hand-written backward rules)",
             auto,
             man,
             rtol=1e-3,

@@ -135,7 +135,7 @@ def _claims(m: dict, loss, b_pe, b_tb, se_tb, rows, config: Config) -> list[Clai
     return [
         close(
             "The mean of the per-example gradients (manual rules under vmap) equals the batch gradient",
-            "fnnet DESIGN: value_and_grad under vmap gives per-example gradients",
+            "fnnet's own contract (value_and_grad under vmap gives per-example gradients)",
             0.0,
             err,
             atol=1e-5,
@@ -153,7 +153,7 @@ def _claims(m: dict, loss, b_pe, b_tb, se_tb, rows, config: Config) -> list[Clai
         ),
         close(
             "Autodiff per-example gradients give the same B_simple (one checkpoint)",
-            "fnnet: manual vs autodiff gradients",
+            "fnnet's own contract (manual rules are checked against autodiff)",
             rows[-1]["per_example"]["b_simple"],
             rows[-1]["autodiff_b_simple"],
             rtol=1e-4,
