@@ -44,7 +44,7 @@ from fnnet.layers import (
 )
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
 from fnnet.sweeps import init_params, pick, stack, sweep
-from fnnet.training import TrainResult, TrainState, evaluate, train
+from fnnet.training import TrainResult, TrainState, evaluate, make_step, train
 
 __version__ = "0.1.0"
 
@@ -88,6 +88,7 @@ __all__ = [
     "init_params",
     "initializers",
     "losses",
+    "make_step",
     "mse",
     "optim",
     "parallel",

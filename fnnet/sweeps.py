@@ -31,17 +31,7 @@ import optax
 
 from fnnet.core import Array, Layer, Loss, Params
 from fnnet.optim import sgd
-from fnnet.training import (
-    EpochSpec,
-    TrainResult,
-    TrainState,
-    accuracy_fn,
-    check_labels,
-    check_options,
-    init_state,
-    jit_sweep_epoch,
-    run_epochs,
-)
+from fnnet.training import TrainResult, TrainState, init_state, jit_sweep_epoch, run_epochs, setup
 
 __all__ = ["init_params", "pick", "stack", "sweep"]
 
@@ -122,14 +112,28 @@ def sweep(
       (``result.diverged[k]``) while the others go on; the loop stops once all have diverged.
     """
     K = _num_models(params)
-    data, test_data = check_options(
-        data, test_data, batch_size, epochs, record, grad, eval_batch_size=eval_batch_size, resume=resume
+    spec, data, test_data = setup(
+        layer,
+        loss,
+        optimizer,
+        params,
+        data,
+        test_data,
+        batch_size=batch_size,
+        epochs=epochs,
+        grad=grad,
+        record=record,
+        per_layer_grad_norms=per_layer_grad_norms,
+        accuracy=accuracy,
+        eval_train=eval_train,
+        eval_batch_size=eval_batch_size,
+        resume=resume,
+        stacked=True,
     )
-    check_labels(layer, loss, params, {"data": data, "test_data": test_data}, stacked=True)
     if learning_rates is None:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise TypeError("without learning_rates, optimizer must be a GradientTransformation")
-        factory, lrs = optimizer, None
+        lrs = None
     else:
         if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
             raise TypeError("with learning_rates, optimizer must be a factory lr -> GradientTransformation")
@@ -148,32 +152,18 @@ def sweep(
         overflow = np.isfinite(lrs) & ~np.isfinite(lrs32)  # inf itself is the factory's to accept or refuse
         if np.any(overflow):
             raise ValueError(f"sweep's learning_rates must fit in float32, got {lrs[overflow][0]}")
-        factory, lrs = optimizer, jnp.asarray(lrs32)
+        lrs = jnp.asarray(lrs32)
     keys = jnp.asarray(keys) if not isinstance(keys, jax.Array) else keys
     if keys.ndim == 0:
         keys = jnp.stack([keys] * K)
     if keys.shape != (K,):
         raise ValueError(f"sweep needs one key or {K} keys (one per model), got key array of shape {keys.shape}")
 
-    n = int(data.x.shape[0])
-    spec = EpochSpec(
-        layer,
-        loss,
-        factory,
-        n,
-        batch_size,
-        grad=grad,
-        record=record,
-        per_layer_grad_norms=per_layer_grad_norms,
-        accuracy=accuracy_fn(accuracy, loss, data.y),
-        eval_train=eval_train,
-        eval_batch_size=eval_batch_size,
-    )
     lr_axis = None if lrs is None else 0
     if resume is not None:
         state = resume.state
     else:
-        make = (lambda lr: factory) if lrs is None else factory  # noqa: E731
+        make = (lambda lr: optimizer) if lrs is None else optimizer  # noqa: E731
         state = jax.vmap(lambda p, k, lr: init_state(p, make(lr), k), in_axes=(0, 0, lr_axis))(params, keys, lrs)
     assert isinstance(state, TrainState)
     return run_epochs(
@@ -185,7 +175,7 @@ def sweep(
         epochs=epochs,
         start=0 if resume is None else resume.history["loss"].shape[1],
         prior=resume,
-        steps=n // batch_size,
+        steps=spec.num_examples // batch_size,
         progress=progress,
         callback=callback,
         desc=f"sweep x{K}",

@@ -11,6 +11,8 @@ API summary (``import fnnet as fn``)::
     fn.init_params(layer, in_shape, keys, dtype=float32) -> stacked params (K, ...)
     fn.stack(trees) / fn.pick(result_or_tree, k)            # build / slice K-model pytrees
     fn.evaluate(layer, loss, params, data, *, accuracy="auto", batch_size=None) -> (loss, accuracy)
+    fn.make_step(layer, loss, optimizer, *, grad="manual", accuracy=None, per_layer_grad_norms=False,
+                 batch_sharding=None) -> step(state, (x, y), key, learning_rate=None) -> (state, metrics)
 
 * ``data``/``test_data``: ``fn.data.Dataset(x, y)`` or any pair; x float (N, ...), y int32 labels (N,)
   or float targets (N, k). ``batch_size`` B in [1, N]: B = N is full-batch gradient descent, B = 1
@@ -24,6 +26,8 @@ API summary (``import fnnet as fn``)::
   ``layer.update_state`` (batch-norm running statistics) is applied after every optimizer step.
 * One epoch is one jitted ``lax.scan`` over its steps; a Python loop over epochs shows a tqdm bar
   (shown after 2 s; ``progress=False`` hides it) and stops early once every run has diverged.
+* One optimizer step is :func:`make_step`'s ``step``; ``train``/``sweep`` scan over it, and your own
+  loops (a ``lax.while_loop``, a full-batch ``lax.scan``) can use the same function.
 * Divergence: a step whose loss, gradient norm or updated params are not finite is not applied;
   the run is frozen from then on, ``diverged`` is set and ``diverged_step`` is the number of
   updates applied before it. Metrics after that point read NaN. Nothing raises.
@@ -59,7 +63,17 @@ from fnnet.grad import GRAD_SOURCES
 from fnnet.metrics import accuracy_fn, check_labels, evaluate, layer_norms, make_eval, param_layers
 from fnnet.optim import global_norm
 
-__all__ = ["EpochSpec", "TrainResult", "TrainState", "evaluate", "init_state", "make_epoch", "param_layers", "train"]
+__all__ = [
+    "EpochSpec",
+    "TrainResult",
+    "TrainState",
+    "evaluate",
+    "init_state",
+    "make_epoch",
+    "make_step",
+    "param_layers",
+    "train",
+]
 
 RECORDS = ("epoch", "step")
 
@@ -115,6 +129,88 @@ def _all_finite(tree: Any) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
+def _check_grad(grad: Any) -> None:
+    if grad not in GRAD_SOURCES:
+        raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+
+
+def make_step(
+    layer: Layer,
+    loss: Loss,
+    optimizer: Any,
+    *,
+    grad: str = "manual",
+    accuracy: Callable | None = None,
+    per_layer_grad_norms: bool = False,
+    batch_sharding: Any = None,
+) -> Callable:
+    """One optimizer step as a pure function ``step(state, batch, key, learning_rate=None) -> (state, metrics)``.
+
+    With θ = ``state.params``, s = ``state.opt_state`` and ``batch = (x, y)``::
+
+        (L, (ŷ, cache)), g = value_and_grad(θ, x, y, key, train=True)   # by the ``grad`` source
+        u, s ← optimizer.update(g, s, θ)
+        θ ← θ + u;  θ ← layer.update_state(θ, cache)   # the latter if the layer has state (batch norm)
+
+    Divergence freeze: the step is applied (and ``state.step`` advanced by one) only if the run has
+    not diverged and L, ‖g‖ (:func:`fnnet.optim.global_norm`) and every element of the new θ are
+    finite. Otherwise params, optimizer state and step are left as they were, ``diverged`` is set
+    and, the first time, ``diverged_step`` records ``state.step``: the updates applied before it.
+    A gradient whose norm overflows counts as non-finite. The new θ is checked rather than u alone:
+    a non-finite u makes it non-finite, and the check also catches θ + u overflowing and a non-finite
+    statistic from ``update_state`` (at the cost of one reduction per leaf). ``state.key`` is passed
+    through untouched (it is the epoch loop's, for shuffling); ``key`` is this step's layer key
+    (dropout), or None for layers that draw nothing.
+
+    ``metrics``: ``loss`` L and ``grad_norm`` ‖g‖, ``accuracy`` = ``accuracy(ŷ, y)`` if given,
+    ``layer_grad_norms`` (one per :func:`param_layers` child) on request; all NaN when the run had
+    diverged before this step (the step that diverges reports its own values).
+
+    Args:
+      optimizer: an optax GradientTransformation, or a factory ``lr -> GradientTransformation``
+        called with ``learning_rate`` inside the step, so the rate may be traced (``jax.vmap`` over
+        it to sweep rates, as :func:`fnnet.sweep` does).
+      grad: the gradient source, one of :data:`fnnet.grad.GRAD_SOURCES`.
+      batch_sharding: a sharding both halves of the batch are constrained to (data parallel).
+
+    ``step`` jits, vmaps and scans; :func:`train` and :func:`fnnet.sweep` scan over it.
+    """
+    _check_grad(grad)
+    vg = GRAD_SOURCES[grad](layer, loss, has_aux=True)
+
+    def step(state: TrainState, batch: Any, key: Array | None, learning_rate: Any = None):
+        params, opt_state, diverged = state.params, state.opt_state, state.diverged
+        opt = optimizer if isinstance(optimizer, optax.GradientTransformation) else optimizer(learning_rate)
+        xb, yb = batch
+        if batch_sharding is not None:
+            xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+            yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+        (value, (pred, cache)), grads = vg(params, xb, yb, key=key, train=True)
+        gnorm = global_norm(grads)
+        updates, new_opt = opt.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if layer.update_state is not None:
+            new_params = layer.update_state(new_params, cache)
+        finite = jnp.isfinite(value) & jnp.isfinite(gnorm) & _all_finite(new_params)
+        live = ~diverged & finite
+        nan = jnp.full((), jnp.nan, jnp.result_type(value))
+        metrics = {"loss": jnp.where(diverged, nan, value), "grad_norm": jnp.where(diverged, nan, gnorm)}
+        if accuracy is not None:
+            metrics["accuracy"] = jnp.where(diverged, nan, accuracy(pred, yb).astype(nan.dtype))
+        if per_layer_grad_norms:
+            metrics["layer_grad_norms"] = jnp.where(diverged, nan, layer_norms(grads))
+        new_state = state._replace(
+            params=_tree_where(live, new_params, params),
+            opt_state=_tree_where(live, new_opt, opt_state),
+            step=state.step + live.astype(state.step.dtype),
+            diverged=diverged | ~finite,
+            diverged_step=jnp.where(~diverged & ~finite, state.step, state.diverged_step),
+        )
+        return new_state, metrics
+
+    return step
+
+
 class EpochSpec(NamedTuple):
     """The static configuration of a compiled epoch (hashable: equal specs share one compilation)."""
 
@@ -140,15 +236,22 @@ def make_epoch(layer: Layer, loss: Loss, optimizer: Any, *, num_examples: int, b
     :func:`train` jits it; :func:`fnnet.sweep` jits its vmap. Use it to build your own loops.
     """
     spec = EpochSpec(layer, loss, optimizer, num_examples, batch_size, **options)
-    if spec.grad not in GRAD_SOURCES:
-        raise ValueError(f"unknown gradient source {spec.grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+    _check_grad(spec.grad)
     return functools.partial(_epoch, spec)
 
 
 def _epoch(spec: EpochSpec, state: TrainState, data: Dataset, test_data: Dataset | None, lr: Any = None):
+    """One epoch: ⌊N/B⌋ :func:`make_step` steps over a fresh permutation, in one ``lax.scan``, then eval."""
     layer, n, batch_size, accuracy = spec.layer, spec.num_examples, spec.batch_size, spec.accuracy
-    vg = GRAD_SOURCES[spec.grad](layer, spec.loss, has_aux=True)
-    opt = spec.optimizer if isinstance(spec.optimizer, optax.GradientTransformation) else spec.optimizer(lr)
+    step = make_step(
+        layer,
+        spec.loss,
+        spec.optimizer,
+        grad=spec.grad,
+        accuracy=accuracy,
+        per_layer_grad_norms=spec.per_layer_grad_norms,
+        batch_sharding=spec.batch_sharding,
+    )
     steps = n // batch_size
     x, y = data
     key, k_perm, k_steps = jax.random.split(state.key, 3)
@@ -157,51 +260,22 @@ def _epoch(spec: EpochSpec, state: TrainState, data: Dataset, test_data: Dataset
     else:
         idx = jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size)
 
-    def step(carry, inp):
-        params, opt_state, diverged, div_step, count = carry
+    def body(state, inp):
         batch_idx, k = inp
-        xb, yb = (x, y) if batch_size == n else (x[batch_idx], y[batch_idx])
-        if spec.batch_sharding is not None:
-            xb = jax.lax.with_sharding_constraint(xb, spec.batch_sharding)
-            yb = jax.lax.with_sharding_constraint(yb, spec.batch_sharding)
-        (value, (pred, cache)), grads = vg(params, xb, yb, key=k, train=True)
-        gnorm = global_norm(grads)
-        updates, new_opt = opt.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        if layer.update_state is not None:
-            new_params = layer.update_state(new_params, cache)
-        finite = jnp.isfinite(value) & jnp.isfinite(gnorm) & _all_finite(new_params)
-        live = ~diverged & finite
-        nan = jnp.full((), jnp.nan, jnp.result_type(value))
-        metrics = {"loss": jnp.where(diverged, nan, value), "grad_norm": jnp.where(diverged, nan, gnorm)}
-        if accuracy is not None:
-            metrics["accuracy"] = jnp.where(diverged, nan, accuracy(pred, yb).astype(nan.dtype))
-        if spec.per_layer_grad_norms:
-            metrics["layer_grad_norms"] = jnp.where(diverged, nan, layer_norms(grads))
-        carry = (
-            _tree_where(live, new_params, params),
-            _tree_where(live, new_opt, opt_state),
-            diverged | ~finite,
-            jnp.where(~diverged & ~finite, count, div_step),
-            count + live.astype(count.dtype),
-        )
-        return carry, metrics
+        return step(state, (x, y) if batch_size == n else (x[batch_idx], y[batch_idx]), k, lr)
 
-    carry0 = (state.params, state.opt_state, state.diverged, state.diverged_step, state.step)
-    (params, opt_state, diverged, div_step, count), per_step = jax.lax.scan(
-        step, carry0, (idx, jax.random.split(k_steps, steps))
-    )
+    end, per_step = jax.lax.scan(body, state, (idx, jax.random.split(k_steps, steps)))
     metrics = {k: jnp.mean(v, axis=0) for k, v in per_step.items()}
     nan = jnp.full((), jnp.nan, metrics["loss"].dtype)
     evaluate_ = make_eval(layer, spec.loss, accuracy, spec.eval_batch_size)
     for prefix, ds in (("train", data if spec.eval_train else None), ("test", test_data)):
         if ds is not None:
-            v, a = evaluate_(params, *ds)
-            metrics[f"{prefix}_loss"] = jnp.where(diverged, nan, v)
+            v, a = evaluate_(end.params, *ds)
+            metrics[f"{prefix}_loss"] = jnp.where(end.diverged, nan, v)
             if accuracy is not None:
-                metrics[f"{prefix}_accuracy"] = jnp.where(diverged, nan, a)
-    metrics["diverged"] = diverged
-    new_state = TrainState(params, opt_state, jnp.where(diverged, state.key, key), count, diverged, div_step)
+                metrics[f"{prefix}_accuracy"] = jnp.where(end.diverged, nan, a)
+    metrics["diverged"] = end.diverged
+    new_state = end._replace(key=jnp.where(end.diverged, state.key, key))
     return new_state, metrics, (per_step if spec.record == "step" else {})
 
 
@@ -246,10 +320,54 @@ def check_options(
         raise ValueError(f"eval_batch_size must be None or an integer >= 1, got {eval_batch_size!r}")
     if record not in RECORDS:
         raise ValueError(f"record must be 'epoch' or 'step', got {record!r}")
-    if grad not in GRAD_SOURCES:
-        raise ValueError(f"unknown gradient source {grad!r}; choose one of {', '.join(GRAD_SOURCES)}")
+    _check_grad(grad)
     as_jax = lambda ds: None if ds is None else Dataset(jnp.asarray(ds.x), jnp.asarray(ds.y))  # noqa: E731
     return as_jax(data), as_jax(test_data)
+
+
+def setup(
+    layer: Layer,
+    loss: Loss,
+    optimizer: Any,
+    params: Params,
+    data: Any,
+    test_data: Any,
+    *,
+    batch_size: Any,
+    epochs: Any,
+    grad: str,
+    record: str,
+    per_layer_grad_norms: bool,
+    accuracy: Any,
+    eval_train: bool,
+    eval_batch_size: Any,
+    resume: Any,
+    stacked: bool = False,
+) -> tuple[EpochSpec, Dataset, Dataset | None]:
+    """The option set-up of :func:`train` and :func:`fnnet.sweep`: ``(spec, data, test_data)``.
+
+    Validates the options (:func:`check_options`) and the labels against the model's outputs
+    (``stacked``: params with a leading model axis), resolves ``accuracy`` (:func:`accuracy_fn`) and
+    builds the :class:`EpochSpec` (without a batch sharding; ``train`` adds its mesh's).
+    """
+    data, test_data = check_options(
+        data, test_data, batch_size, epochs, record, grad, eval_batch_size=eval_batch_size, resume=resume
+    )
+    check_labels(layer, loss, params, {"data": data, "test_data": test_data}, stacked=stacked)
+    spec = EpochSpec(
+        layer,
+        loss,
+        optimizer,
+        int(data.x.shape[0]),
+        batch_size,
+        grad=grad,
+        record=record,
+        per_layer_grad_norms=per_layer_grad_norms,
+        accuracy=accuracy_fn(accuracy, loss, data.y),
+        eval_train=eval_train,
+        eval_batch_size=eval_batch_size,
+    )
+    return spec, data, test_data
 
 
 def run_epochs(epoch_fn, state, lr, data, test_data, *, epochs, start, prior, steps, progress, callback, desc):
@@ -323,39 +441,38 @@ def train(
 ) -> TrainResult:
     """Train ``layer`` with ``loss`` on ``data`` for ``epochs`` epochs of ⌊N/B⌋ steps each.
 
-    Each step: (L, g) = value_and_grad over a batch (by the chosen ``grad`` source);
-    (u, s) = optimizer.update(g, s, θ); θ ← θ + u; θ ← layer.update_state(θ, cache) if present.
-    See the module docstring for the regimes, the records and divergence.
+    Each step is :func:`make_step`'s: (L, g) = value_and_grad over a batch (by the chosen ``grad``
+    source); (u, s) = optimizer.update(g, s, θ); θ ← θ + u; θ ← layer.update_state(θ, cache) if
+    present; not applied if non-finite. See the module docstring for the regimes, the records and
+    divergence.
     """
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}")
-    data, test_data = check_options(
-        data, test_data, batch_size, epochs, record, grad, eval_batch_size=eval_batch_size, resume=resume
-    )
-    check_labels(layer, loss, params, {"data": data, "test_data": test_data})
-    n = int(data.x.shape[0])
-    sharding = None
-    if mesh is not None:
-        from fnnet.parallel import batch_sharding, replicate
-
-        sharding = batch_sharding(mesh, batch_size)
-        params = replicate(params, mesh)
-        data = replicate(data, mesh)
-        test_data = None if test_data is None else replicate(test_data, mesh)
-    spec = EpochSpec(
+    spec, data, test_data = setup(
         layer,
         loss,
         optimizer,
-        n,
-        batch_size,
+        params,
+        data,
+        test_data,
+        batch_size=batch_size,
+        epochs=epochs,
         grad=grad,
         record=record,
         per_layer_grad_norms=per_layer_grad_norms,
-        accuracy=accuracy_fn(accuracy, loss, data.y),
+        accuracy=accuracy,
         eval_train=eval_train,
         eval_batch_size=eval_batch_size,
-        batch_sharding=sharding,
+        resume=resume,
     )
+    n = spec.num_examples
+    if mesh is not None:
+        from fnnet.parallel import batch_sharding, replicate
+
+        spec = spec._replace(batch_sharding=batch_sharding(mesh, batch_size))
+        params = replicate(params, mesh)
+        data = replicate(data, mesh)
+        test_data = None if test_data is None else replicate(test_data, mesh)
     state = resume.state if resume is not None else init_state(params, optimizer, key)
     if mesh is not None:
         state = replicate(state, mesh)

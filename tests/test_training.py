@@ -7,10 +7,12 @@ import optax
 import pytest
 
 import fnnet as fn
+from experiments.batch_size import _batch_util as bu
+from experiments.texts._fit_util import fit_full_batch
 from fnnet import optim
-from fnnet.core import Layer
+from fnnet.core import Layer, Loss
 from fnnet.data import Dataset
-from fnnet.training import evaluate, param_layers, train
+from fnnet.training import evaluate, init_state, param_layers, train
 
 NET = fn.serial(fn.Dense(16), fn.Tanh(), fn.Dense(3))
 
@@ -230,3 +232,116 @@ def test_evaluate_refuses_a_bad_chunk_size_and_labels_beyond_the_outputs(key):
             evaluate(net, fn.softmax_cross_entropy, params, ds, batch_size=bad)
     with pytest.raises(ValueError, match="data has label 3, but the model has 3 outputs"):
         evaluate(net, fn.softmax_cross_entropy, params, Dataset(ds.x, ds.y.at[0].set(3)))
+
+
+# ---- make_step: the one optimizer step of train, sweep and the experiments' own loops ----------------
+
+CE = fn.softmax_cross_entropy
+MOMENTUM = optax.chain(optim.sgd(0.1, momentum=0.9), optax.scale(1.0))  # a state that moves every step
+BAD = {  # each breaks one thing only: (loss, optimizer) of the step that must be refused
+    "loss": (Loss(lambda p, t: (CE.forward(p, t)[0] + jnp.inf, CE.forward(p, t)[1]), CE.backward), MOMENTUM),
+    "gradient": (Loss(CE.forward, lambda c: CE.backward(c) * jnp.nan), MOMENTUM),
+    "update": (CE, optax.chain(optim.sgd(0.1, momentum=0.9), optax.scale(jnp.inf))),
+}
+
+
+def _assert_trees_equal(a, b):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize("bad", list(BAD))
+def test_make_step_freezes_on_a_non_finite_loss_gradient_or_update(key, bad):
+    net, params, ds = _problem(key)
+    batch = (ds.x[:16], ds.y[:16])
+    good = jax.jit(fn.make_step(net, CE, MOMENTUM))
+    state = init_state(params, MOMENTUM, key)
+    for _ in range(2):
+        state, _ = good(state, batch, None)
+    frozen, m = jax.jit(fn.make_step(net, *BAD[bad]))(state, batch, None)
+    assert np.isfinite(m["loss"]) == (bad != "loss") and np.isfinite(m["grad_norm"]) == (bad != "gradient")
+    _assert_trees_equal(frozen.params, state.params)
+    _assert_trees_equal(frozen.opt_state, state.opt_state)
+    assert bool(frozen.diverged) and int(frozen.diverged_step) == 2 and int(frozen.step) == 2
+    after, m = good(frozen, batch, None)  # a finite step changes nothing once frozen; metrics read NaN
+    _assert_trees_equal(after.params, state.params)
+    assert int(after.step) == 2 and int(after.diverged_step) == 2 and np.isnan(m["loss"]) and np.isnan(m["grad_norm"])
+
+
+def test_make_step_refuses_an_unknown_gradient_source():
+    with pytest.raises(ValueError, match="unknown gradient source 'numeric'"):
+        fn.make_step(NET, CE, optim.sgd(0.1), grad="numeric")
+
+
+def test_make_step_vmapped_over_a_traced_learning_rate_equals_separate_runs(key):
+    net, params, ds = _problem(key)
+    batch = (ds.x[:16], ds.y[:16])
+    factory = lambda lr: optim.sgd(lr, momentum=0.9)  # noqa: E731
+    step = fn.make_step(net, CE, factory)
+    lrs = jnp.array([0.01, 0.1, 1.0])
+    many = jax.vmap(lambda lr: init_state(params, factory(lr), key))(lrs)
+    one = jax.jit(step)
+    for _ in range(2):
+        many, m_many = jax.jit(jax.vmap(step, (0, None, None, 0)))(many, batch, None, lrs)
+    for k, lr in enumerate(lrs):
+        s = init_state(params, factory(lr), key)
+        for _ in range(2):
+            s, m = one(s, batch, None, lr)
+        np.testing.assert_allclose(m_many["loss"][k], m["loss"], rtol=1e-6)
+        jax.tree_util.tree_map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), fn.pick(many.params, k), s.params
+        )
+        assert int(many.step[k]) == int(s.step) == 2
+
+
+def test_train_is_a_scan_over_make_step(key):
+    net, params, ds = _problem(key)
+    opt = optim.sgd(0.1, momentum=0.9)
+    res = train(net, CE, params, ds, optimizer=opt, batch_size=16, epochs=1, key=key, progress=False, record="step")
+    step = fn.make_step(net, CE, opt)
+    _, k_perm, k_steps = jax.random.split(key, 3)  # one epoch's draws, as train makes them
+    idx = jax.random.permutation(k_perm, 96).reshape(6, 16)
+
+    def body(state, inp):
+        i, k = inp
+        return step(state, (ds.x[i], ds.y[i]), k)
+
+    epoch = jax.jit(lambda s: jax.lax.scan(body, s, (idx, jax.random.split(k_steps, 6))))
+    end, per_step = epoch(init_state(params, opt, key))
+    np.testing.assert_array_equal(res.step_history["loss"], per_step["loss"])
+    np.testing.assert_array_equal(res.step_history["grad_norm"], per_step["grad_norm"])
+    _assert_trees_equal(res.params, end.params)
+    _assert_trees_equal(res.state.opt_state, end.opt_state)
+    assert int(end.step) == int(res.state.step) == 6
+
+
+def test_make_step_updates_batch_norm_statistics(key):
+    net = fn.serial(fn.Dense(4), fn.BatchNorm(momentum=0.9), fn.Tanh(), fn.Dense(3))
+    _, _, ds = _problem(key)
+    params = net.init(key, (5,))[1]
+    state, _ = jax.jit(fn.make_step(net, CE, optim.sgd(0.1)))(
+        init_state(params, optim.sgd(0.1), key), (ds.x, ds.y), None
+    )
+    h = np.asarray(ds.x) @ np.asarray(params[0]["W"]) + np.asarray(params[0]["b"])  # BatchNorm's input
+    bn = state.params[1]
+    np.testing.assert_allclose(bn["mean"], 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn["var"], 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
+    assert not np.allclose(bn["gamma"], 1.0)  # the trainable ones took the gradient step
+
+
+def test_fit_full_batch_freezes_a_diverging_model(key):
+    x = jax.random.normal(key, (8, 2))
+    y = jax.random.normal(jax.random.fold_in(key, 1), (8, 1))
+    net = fn.Dense(1)
+    params = fn.init_params(net, (2,), jax.random.split(key, 2))
+    p, losses = fit_full_batch(net, fn.mse, params, x, y, optimizer=optim.sgd(50.0), steps=200, record_every=10)
+    losses = np.asarray(losses)
+    assert losses.shape == (2, 20) and np.all(np.isfinite(losses[:, 0])) and np.all(np.isnan(losses[:, -1]))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(p))
+
+
+def test_run_to_target_flags_a_diverging_rate():
+    wl = bu.Workload(hidden=(8,), target=2.0, n_eval=200, max_steps=40, eval_ratio=1.2)
+    r = bu.run_to_target(wl, 4000, (2.0**8,), (0,))
+    assert r["diverged"] == [[True]] and r["steps"] == [[bu.NOT_REACHED]]
+    curve = np.array(r["curve"])[:, 0, 0]
+    assert np.isfinite(curve[0]) and np.isnan(curve[-1])  # the checked loss is NaN once frozen

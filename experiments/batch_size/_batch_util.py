@@ -3,10 +3,10 @@
 Why a loop of its own: steps-to-target (Shallue et al. 2018) needs the training loss checked far more
 often than once per epoch — at B = 1 a target is met inside an epoch of 4000 updates, at B = 4000 in
 a few updates — and needs each run to stop as soon as the answer is known. ``fnnet.train`` records
-per epoch (or the minibatch loss per step), so this module writes one focused loop on top of the
-same pieces: ``fnnet.value_and_grad`` (the hand-written rules), ``fnnet.optim.sgd``, and the
-engine's conventions (a fresh permutation per epoch, the remainder dropped, a non-finite step frozen
-and flagged as diverged).
+per epoch (or the minibatch loss per step), so this module writes one focused loop around the
+library's own step, ``fnnet.make_step`` (the hand-written rules, ``fnnet.optim.sgd``, and a
+non-finite step frozen and flagged as diverged), keeping the engine's other conventions (a fresh
+permutation per epoch, the remainder dropped).
 
 One call of :func:`run_to_target` is one jitted ``lax.while_loop`` over steps, with S seeds × L
 learning rates vmapped inside it. The loss on a fixed training subset is evaluated after step
@@ -32,13 +32,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import fnnet as fn
 from experiments._common import PointCache
 from fnnet import data as fdata
 from fnnet import initializers, optim
-from fnnet.grad import GRAD_SOURCES
+from fnnet.training import init_state
 
 NOT_REACHED = -1
 
@@ -110,16 +109,10 @@ def eval_schedule(max_steps: int, ratio: float) -> np.ndarray:
     return np.array(sorted(pts), np.int32)
 
 
-def _tree_where(c: jax.Array, a: Any, b: Any) -> Any:
-    """Per model: where c (K,) is True take a, else b (leaves (K, ...))."""
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(jnp.reshape(c, c.shape + (1,) * (u.ndim - 1)), u, v), a, b)
-
-
 @functools.cache
 def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, momentum: float, mesh: Any):
     """The jitted while-loop for one (workload, N, B, S, L, momentum, mesh): cached so extensions reuse it."""
     net, loss = mlp(wl.hidden), fn.softmax_cross_entropy
-    vg = GRAD_SOURCES[wl.grad](net, loss)
     sched = eval_schedule(wl.max_steps, wl.eval_ratio)
     mask = np.zeros(wl.max_steps + 1, bool)
     mask[sched] = True
@@ -127,6 +120,7 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
     spe = n // batch_size
     full = batch_size == n
     opt = lambda lr: optim.sgd(lr, momentum=momentum)  # noqa: E731  (momentum static: 0 keeps no buffer)
+    step = fn.make_step(net, loss, opt, grad=wl.grad)  # (state, batch, key, lr): the nets draw no key
     sharding = None
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -136,14 +130,8 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
 
     seed_of = np.repeat(np.arange(n_seeds), n_lrs)  # model k = (seed k // L, rate k % L)
 
-    def model_step(p, o, lr, xb, yb):
-        value, g = vg(p, xb, yb)
-        u, o2 = opt(lr).update(g, o, p)
-        # a finite loss and gradient make a finite step (checking the params too doubles compile time)
-        return optax.apply_updates(p, u), o2, jnp.isfinite(value) & jnp.isfinite(optim.global_norm(g))
-
-    step_shared = jax.vmap(model_step, (0, 0, 0, None, None))  # full batch: one batch for all models
-    step_own = jax.vmap(model_step, (0, 0, 0, 0, 0))  # mini-batch: each model its seed's batch
+    step_shared = jax.vmap(step, (0, None, None, 0))  # full batch: one batch for all models
+    step_own = jax.vmap(step, (0, 0, None, 0))  # mini-batch: each model its seed's batch
 
     def eval_one(p, xe, ye):
         return loss.forward(net.forward(p, xe, train=False)[0], ye)[0]
@@ -152,23 +140,24 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
 
     def run(params, lrs, orders, x, y, xe, ye, limit):
         mask_, slot_ = jnp.asarray(mask), jnp.asarray(slot)
-        opt_state = jax.vmap(lambda p, lr: opt(lr).init(p))(params, lrs)
+        # one TrainState per model; its key is never drawn from (the batch orders come from ``orders``)
+        state = jax.vmap(lambda p, lr: init_state(p, opt(lr), jax.random.key(0)))(params, lrs)
         k = n_seeds * n_lrs
         curve = jnp.full((len(sched), k), jnp.nan, x.dtype).at[0].set(eval_all(params, xe, ye))
-        carry = (jnp.int32(0), params, opt_state, jnp.full((k,), NOT_REACHED, jnp.int32), jnp.zeros((k,), bool), curve)
+        carry = (jnp.int32(0), state, jnp.full((k,), NOT_REACHED, jnp.int32), curve)
 
         def cond(c):
-            t, _, _, done, div, _ = c
+            t, state, done, _ = c
             per_seed = jnp.reshape(jnp.where(done > 0, done, wl.max_steps + 1), (n_seeds, n_lrs))
             best = jnp.min(per_seed, axis=1)
             known = jnp.all(best <= wl.max_steps) & (t >= jnp.ceil(wl.stop_factor * jnp.max(best)))
-            settled = jnp.all((done > 0) | div)
+            settled = jnp.all((done > 0) | state.diverged)
             return (t < limit) & ~known & ~settled
 
         def body(c):
-            t, p, o, done, div, curve = c
+            t, state, done, curve = c
             if full:
-                p2, o2, ok = step_shared(p, o, lrs, x, y)
+                state, _ = step_shared(state, (x, y), None, lrs)
             else:
                 rows = jax.lax.dynamic_index_in_dim(orders, t // spe, axis=1, keepdims=False)  # (S, n)
                 idx = jax.lax.dynamic_slice_in_dim(rows, (t % spe) * batch_size, batch_size, axis=1)[seed_of]
@@ -176,24 +165,25 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
                 if sharding is not None:
                     xb = jax.lax.with_sharding_constraint(xb, sharding)
                     yb = jax.lax.with_sharding_constraint(yb, sharding)
-                p2, o2, ok = step_own(p, o, lrs, xb, yb)
-            div = div | ~ok
-            p, o = _tree_where(div, p, p2), _tree_where(div, o, o2)
+                state, _ = step_own(state, (xb, yb), None, lrs)
             t1 = t + 1
 
             def check(args):
-                done, div, curve = args
-                le = eval_all(p, xe, ye)
-                div2 = div | ~jnp.isfinite(le) | (le > wl.diverge_loss)
-                done2 = jnp.where((done == NOT_REACHED) & ~div2 & (le <= wl.target), t1, done)
-                return done2, div2, curve.at[slot_[t1]].set(jnp.where(div2, jnp.nan, le))
+                state, done, curve = args
+                le = eval_all(state.params, xe, ye)
+                div = state.diverged | ~jnp.isfinite(le) | (le > wl.diverge_loss)  # a loss that blew up counts too
+                state = state._replace(
+                    diverged=div, diverged_step=jnp.where(div & ~state.diverged, state.step, state.diverged_step)
+                )
+                done = jnp.where((done == NOT_REACHED) & ~div & (le <= wl.target), t1, done)
+                return state, done, curve.at[slot_[t1]].set(jnp.where(div, jnp.nan, le))
 
-            done, div, curve = jax.lax.cond(mask_[t1], check, lambda a: a, (done, div, curve))
-            return t1, p, o, done, div, curve
+            state, done, curve = jax.lax.cond(mask_[t1], check, lambda a: a, (state, done, curve))
+            return t1, state, done, curve
 
-        t, _, _, done, div, curve = jax.lax.while_loop(cond, body, carry)
+        t, state, done, curve = jax.lax.while_loop(cond, body, carry)
         shape = (n_seeds, n_lrs)
-        return t, jnp.reshape(done, shape), jnp.reshape(div, shape), jnp.reshape(curve, (-1,) + shape)
+        return t, jnp.reshape(done, shape), jnp.reshape(state.diverged, shape), jnp.reshape(curve, (-1,) + shape)
 
     return jax.jit(run)
 
