@@ -1,4 +1,4 @@
-"""The README's Python examples run as written, in order, in one namespace."""
+"""The README: its Python examples run as written, its set-up commands are CI's, its table is the registry."""
 
 import re
 from pathlib import Path
@@ -28,3 +28,18 @@ def test_ci_runs_the_readme_set_up_commands():
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert any(line.replace("--quiet ", "").strip() == install for line in ci), install
     assert ci[-1].strip() == test
+
+
+def test_readme_table_of_studies_is_the_registry():
+    """The README's table lists the studies and their experiments exactly as ``experiments.STUDIES`` does."""
+    from experiments import STUDIES
+
+    text = README.read_text()
+    table = text[text.index("| study | experiments |") :].split("\n\n")[0].splitlines()[2:]
+    listed = {}
+    for row in table:
+        study, names = row.strip("|").split("|")
+        # the experiment names are the backticked words of the row, minus the parenthesised remarks
+        listed[study.strip().strip("`")] = tuple(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", names)))
+    assert list(listed) == list(STUDIES)
+    assert listed == STUDIES
