@@ -20,3 +20,20 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def key():
     """A fresh, fixed PRNG key per test: random inputs are drawn from keys, never zeros or ones."""
     return jax.random.key(0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Each experiment's tiny preset, run once per test module: ``tiny(name) -> (module, result, out_dir)``."""
+    import experiments
+
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            module = experiments.load(name)
+            out = tmp_path_factory.mktemp(name)
+            done[name] = (module, module.run(module.PRESETS["tiny"], out), out)
+        return done[name]
+
+    return get

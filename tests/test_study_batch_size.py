@@ -1,20 +1,24 @@
-"""The batch-size study: its estimators against exact answers, its loop's bookkeeping, and tiny-preset smoke runs."""
+"""The batch-size study: its estimators against exact answers, its loop's bookkeeping, its tiny presets run.
+
+Each tiny run must keep the experiments' contract (:func:`_helpers.assert_keeps_the_contract`) and
+say the things that hold even at tiny size.
+"""
 
 from __future__ import annotations
-
-import importlib
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import assert_keeps_the_contract
 
 import fnnet as fn
-from experiments import module_path
-from experiments._common import Claim, to_jsonable
+from experiments import STUDIES
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
+from fnnet._io import dumps
+
+NAMES = STUDIES["batch_size"]
 
 # ----------------------------------------------------------------------------------------------
 # fits and regimes on curves with known answers
@@ -133,51 +137,45 @@ def test_tune_batch_brackets_the_best_rate():
 # tiny presets: every experiment runs, writes its figures and states claims
 
 
-def _run(name, tmp_path):
-    mod = importlib.import_module(module_path(name))
-    res = mod.run(mod.PRESETS["tiny"], tmp_path / name)
-    assert res.claims and all(isinstance(c, Claim) and isinstance(c.holds, bool) for c in res.claims)
-    for f in res.figures:
-        assert (tmp_path / name / f.file).stat().st_size > 1000
-    json.dumps(to_jsonable(res.metrics), allow_nan=False)
-    return res
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_preset_keeps_the_contract(name, tiny):
+    assert_keeps_the_contract(*tiny(name))
 
 
-def test_steps_to_target_tiny(tmp_path):
-    res = _run("steps_to_target", tmp_path)
+def test_steps_to_target_tiny(tiny, tmp_path):
+    again, res, _ = tiny("steps_to_target")
     st = res.metrics["series"]["momentum_0"]
     assert res.claims[0].holds  # the best rate is inside the grid at every B
     assert st["steps"][-1] <= st["steps"][0]  # a larger batch never needs more steps here
-    again = importlib.import_module("experiments.batch_size.steps_to_target")
     bu.tune_batch.cache_clear()  # recompute: identical numbers (metrics.json must be reproducible)
     res2 = again.run(again.PRESETS["tiny"], tmp_path / "again")
-    assert json.dumps(to_jsonable(res2.metrics)) == json.dumps(to_jsonable(res.metrics))
+    assert dumps(res2.metrics) == dumps(res.metrics)
 
 
-def test_gradient_noise_scale_tiny(tmp_path):
-    res = _run("gradient_noise_scale", tmp_path)
+def test_gradient_noise_scale_tiny(tiny):
+    _, res, _ = tiny("gradient_noise_scale")
     assert res.claims[0].holds and res.claims[2].holds  # per-example mean = batch gradient; autodiff agrees
     assert res.metrics["b_crit"] > 0
 
 
-def test_gd_regimes_tiny(tmp_path):
-    res = _run("gd_regimes", tmp_path)
+def test_gd_regimes_tiny(tiny):
+    _, res, _ = tiny("gd_regimes")
     assert res.metrics["mlp"]["4000"]["updates_per_epoch"] == 1
     assert res.metrics["mlp"]["400"]["updates_per_epoch"] == 10
 
 
-def test_lr_noise_scale_tiny(tmp_path):
-    res = _run("lr_noise_scale", tmp_path)
+def test_lr_noise_scale_tiny(tiny):
+    _, res, _ = tiny("lr_noise_scale")
     s = res.metrics["series"]["g=16"]
     assert s["lr"] == pytest.approx([16 * 256 / 4000, 16 * 1024 / 4000])  # eps = g B / N
 
 
-def test_generalization_gap_tiny(tmp_path):
-    res = _run("generalization_gap", tmp_path)
+def test_generalization_gap_tiny(tiny):
+    _, res, _ = tiny("generalization_gap")
     assert res.claims[-1].holds  # manual-rule HVP = autodiff HVP
 
 
-def test_data_parallel_tiny(tmp_path):
-    res = _run("data_parallel", tmp_path)
+def test_data_parallel_tiny(tiny):
+    _, res, _ = tiny("data_parallel")
     assert res.metrics["n_devices"] == 8
     assert res.claims[0].holds and res.claims[-1].holds  # per-step equality; fnnet.train params equal

@@ -1,45 +1,30 @@
 """The initialization study: tiny presets run and say real things; theory checked against Monte Carlo.
 
 The smoke tests run each experiment's ``tiny`` preset (under the strict rank promotion of
-conftest.py) and check figures, complete claims and the claims that must hold even at tiny size.
+conftest.py); each must keep the experiments' contract (:func:`_helpers.assert_keeps_the_contract`)
+and the claims that must hold even at tiny size do.
 The statistical tests compare the study's Gauss–Hermite theory with Monte Carlo estimates and
 random-net measurements at a fixed key, a stated sample count and a stated tolerance.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import assert_keeps_the_contract
 
 import fnnet as fn
-from experiments import module_path
-from experiments._common import Result, to_jsonable
+from experiments import STUDIES
+from experiments._common import Result
 from experiments.initialization import _init_nets as N
 from experiments.initialization import _init_util as U
 from experiments.initialization import mean_field as MF
 
-NAMES = ("signal_propagation", "gradient_propagation", "symmetry", "trainability_depth", "mean_field", "residual_depth")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    done = {}
-
-    def get(name: str):
-        if name not in done:
-            module = importlib.import_module(module_path(name))
-            out = tmp_path_factory.mktemp(name)
-            done[name] = (module, module.run(module.PRESETS["tiny"], out), out)
-        return done[name]
-
-    return get
+NAMES = STUDIES["initialization"]
 
 
 def _claims(result: Result, fragment: str):
@@ -50,24 +35,8 @@ def _claims(result: Result, fragment: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_preset_writes_figures_and_complete_claims(name, tiny):
-    module, result, out = tiny(name)
-    assert module.NAME == name and module.TITLE
-    assert set(module.PRESETS) == {"tiny", "quick", "full"}
-    for preset in module.PRESETS.values():
-        assert dataclasses.is_dataclass(preset) and hasattr(preset, "seed")
-        hash(preset)
-    assert result.figures
-    for fig in result.figures:
-        assert (out / fig.file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert fig.caption and fig.caption.count("\n") <= 1
-    assert result.claims
-    for c in result.claims:
-        assert c.claim and c.source and c.tolerance is not None, c
-        assert c.expected is not None and c.measured is not None, c
-        assert isinstance(c.holds, bool), c
-    json.dumps(to_jsonable(result.metrics))
-    json.dumps(to_jsonable(result.claims))
+def test_tiny_preset_keeps_the_contract(name, tiny):
+    assert_keeps_the_contract(*tiny(name))
 
 
 @pytest.mark.slow
