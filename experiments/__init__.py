@@ -5,8 +5,8 @@
 This module is the one registry. Each study is a package ``experiments/<study>/`` and each of its
 experiments a module ``experiments/<study>/<name>.py`` that keeps the contract of
 :class:`experiments._common.Experiment`. :data:`STUDIES` lists them in report order;
-:data:`EXPERIMENTS`, :data:`STUDY_OF`, :func:`load` and :func:`module_path` derive from it, and the
-runner, ``--list``, the README's table and the tests all read it. Every experiment module is
+:data:`EXPERIMENTS`, :data:`STUDY_OF` and :func:`load` derive from it, and the runner, ``--list``,
+the README's table and the tests all read it. Every experiment module is
 imported here, plainly; none does work at import.
 """
 
@@ -99,12 +99,3 @@ def load(name: str) -> Experiment:
     if name not in _MODULES:
         raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
     return check_experiment(_MODULES[name], name)
-
-
-def module_path(name: str) -> str:
-    """The dotted path of experiment ``name``'s module, e.g. ``"experiments.texts.worked_example"``.
-
-    Raises:
-        ValueError: ``name`` is not in :data:`EXPERIMENTS`.
-    """
-    return load(name).__name__
