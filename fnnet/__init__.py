@@ -19,7 +19,7 @@ from fnnet.activations import (
     Swish,
     Tanh,
 )
-from fnnet.checking import GradcheckReport, gradcheck
+from fnnet.checking import GradcheckReport, check_layer, check_loss, gradcheck
 from fnnet.core import DTypeError, Layer, Loss, ShapeError
 from fnnet.grad import (
     autodiff_value_and_grad,
@@ -41,6 +41,7 @@ from fnnet.layers import (
     MaxPool,
     residual,
     serial,
+    summary,
 )
 from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
 from fnnet.sweeps import init_params, pick, stack, sweep
@@ -78,6 +79,8 @@ __all__ = [
     "activations",
     "autodiff_value_and_grad",
     "binary_cross_entropy",
+    "check_layer",
+    "check_loss",
     "gradcheck",
     "GradcheckReport",
     "custom_vjp",
@@ -97,6 +100,7 @@ __all__ = [
     "serial",
     "softmax_cross_entropy",
     "stack",
+    "summary",
     "sweep",
     "train",
     "value_and_grad",

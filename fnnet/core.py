@@ -6,6 +6,8 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
     forward(params, x, *, key=None, train=True) -> (y, cache)
     backward(params, cache, dy) -> (dparams, dx)
     update_state(params, cache) -> params          # optional; None for stateless layers
+    jvp                                            # reserved for forward mode; None: not provided
+    name                                           # a short label, e.g. "Dense(64)"; None: derived
 
 * ``in_shape`` and ``out_shape`` exclude the batch dimension; ``x`` and ``y`` carry it first.
 * ``forward`` uses only ``jax.numpy``/``lax``, so ``jax.grad`` differentiates the very same code: that
@@ -15,9 +17,20 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
 * ``cache`` holds only arrays (so it can be a ``jax.custom_vjp`` residual) and only what the rule
   needs. Static facts such as an input shape travel as a zero-size :func:`shape_token`.
 * ``update_state`` is how layers with state (batch-norm running statistics) return it: the state
-  lives in ``params`` as a non-trainable buffer whose gradient is zero in training mode, and
+  lives in ``params`` as non-trainable buffers whose gradient is zero in training mode, and
   ``update_state(params, cache)`` returns new params with the statistics of the last training
   forward folded in. Nothing is mutated.
+* **Buffers are recognizable from params alone**: a layer keeps them in a sub-dict under the key
+  ``"state"`` (:data:`STATE_KEY`) of its params dict, e.g. BatchNorm's
+  ``{"gamma", "beta", "state": {"mean", "var"}}``. Every leaf below a ``"state"`` key is a buffer,
+  every other leaf is trained: :func:`fnnet.optim.trainable_mask` reads this, so weight decay and
+  optax's ``mask=`` spare buffers without the Layer at hand. A plain sub-dict (not a marker type)
+  keeps params ordinary pytrees that every JAX, optax and checkpoint tool handles as they are.
+* ``jvp`` is reserved for a hand-written forward-mode rule; ``None``: not provided (nothing uses it
+  yet).
+* ``name`` is a short label used by ``repr`` and :func:`fnnet.summary`: ``"Dense(64)"``, ``"Relu"``,
+  ``"serial(Dense(64), Relu, Dense(10))"``. ``None`` (a hand-made Layer) is shown as the name of the
+  public function that built it (``def MyLayer(): ...`` gives ``"MyLayer"``), or ``"Layer"``.
 
 Every layer checks its params against the structure its ``init`` makes (:func:`check_params`,
 :func:`check_no_params`) while tracing, so another net's params, a bias of the wrong length or a
@@ -58,6 +71,7 @@ __all__ = [
     "Params",
     "PRNGKey",
     "Shape",
+    "STATE_KEY",
     "ShapeError",
     "annotate",
     "check_dtype_match",
@@ -77,12 +91,32 @@ __all__ = [
 
 
 class Layer(NamedTuple):
-    """A layer: ``init``, ``forward``, hand-written ``backward`` and optional ``update_state``."""
+    """A layer: ``init``, ``forward``, hand-written ``backward``, optional ``update_state``, ``jvp``, ``name``.
+
+    The contract of each field is in the module docstring. A Layer is a tuple of functions and
+    strings, so it compares and hashes by its fields, as ``jax.jit``'s static arguments need; its
+    ``repr`` shows the name (``Layer(Dense(64))``), not the functions' addresses.
+    """
 
     init: Callable[..., tuple[Shape, Params]]
     forward: Callable[..., tuple[Array, Cache]]
     backward: Callable[[Params, Cache, Array], tuple[Params, Array]]
     update_state: Callable[[Params, Cache], Params] | None = None
+    jvp: Callable | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``name``, or for a Layer made without one the name of the function that built it."""
+        if self.name is not None:
+            return self.name
+        qualname = getattr(self.init, "__qualname__", "")
+        outer = qualname.rsplit(".<locals>.", 1)[0].rsplit(".", 1)[-1]  # the innermost enclosing function
+        inner = ".<locals>." in qualname and outer.isidentifier() and not outer.startswith("_")
+        return outer if inner else "Layer"
+
+    def __repr__(self) -> str:
+        return f"Layer({self.label})"
 
 
 class Loss(NamedTuple):
@@ -208,8 +242,12 @@ def prod(shape: Shape) -> int:
 # params that fit the layer
 
 #: The leaves a layer's params must hold: key -> expected shape. A dimension is an int (that size
-#: exactly) or a name such as ``"d_in"`` (any size, but the same size wherever the name recurs).
-ParamSpec = Mapping[str, tuple[int | str, ...]]
+#: exactly) or a name such as ``"d_in"`` (any size, but the same size wherever the name recurs). A value
+#: that is itself a ParamSpec describes a sub-dict, e.g. the ``"state"`` buffers of BatchNorm.
+ParamSpec = Mapping[str, Any]
+
+#: The key of the sub-dict that holds a layer's buffers (non-trainable state) inside its params dict.
+STATE_KEY = "state"
 
 
 def _keys(keys: Any) -> str:
@@ -221,52 +259,60 @@ def check_params(name: str, params: Any, spec: ParamSpec) -> None:
 
     Shapes and dtypes are static under ``jit``/``vmap``/``grad``, so this costs nothing at run time:
     it runs once, while tracing, and never reads a value (NaN and Inf pass). It raises, naming the
-    layer ``name`` and the leaf (e.g. ``Dense(10): params['b'] has shape (5,), expected (10,)``):
+    layer ``name`` and the leaf (e.g. ``Dense(10): params['b'] has shape (5,), expected (10,)``, or
+    ``params['state']['var']`` inside a sub-dict):
 
-    * ``TypeError`` when ``params`` is not a mapping, or a leaf is not an array;
+    * ``TypeError`` when ``params`` (or a sub-dict of ``spec``) is not a mapping, or a leaf is not an array;
     * ``ValueError`` when keys are missing or unexpected;
     * :class:`ShapeError` when a leaf has the wrong rank or size (named dimensions of ``spec`` are
-      bound by the first leaf that has them and must agree in the others);
+      bound by the first leaf that has them and must agree in the others, sub-dicts included);
     * :class:`DTypeError` when a leaf is not floating point, or the leaves differ in dtype.
     """
+    _check_dict(name, params, spec, "params", {}, [])
+
+
+def _check_dict(name: str, params: Any, spec: ParamSpec, where: str, bound: dict, first: list) -> None:
+    """:func:`check_params` of the dict at ``where``; ``bound`` and ``first`` are shared with its sub-dicts."""
     want = list(spec)
     if not isinstance(params, Mapping):
         got = type(params).__name__
         if isinstance(params, (tuple, list)):
             got = f"a {got} of {len(params)} entries"
-            if not params:
+            if not params and where == "params":
                 got += " (the params of a layer without parameters)"
-        raise TypeError(f"{name} needs params as a dict with keys {_keys(want)}, as its init returns; got {got}")
+        what = "params" if where == "params" else where
+        raise TypeError(f"{name} needs {what} as a dict with keys {_keys(want)}, as its init returns; got {got}")
     missing = [k for k in want if k not in params]
     extra = [k for k in params if k not in spec]
     if missing or extra:
         parts = ([f"missing {_keys(missing)}"] if missing else []) + ([f"unexpected {_keys(extra)}"] if extra else [])
         raise ValueError(
-            f"{name} needs params with keys {_keys(want)}, as its init returns; got keys {_keys(list(params))} "
+            f"{name} needs {where} with keys {_keys(want)}, as its init returns; got keys {_keys(list(params))} "
             f"({'; '.join(parts)})"
         )
-    bound: dict[str, int] = {}
-    first: tuple[str, Any] | None = None
     for k in want:
-        leaf = params[k]
+        leaf, dims, at = params[k], spec[k], f"{where}[{k!r}]"
+        if isinstance(dims, Mapping):
+            _check_dict(name, leaf, dims, at, bound, first)
+            continue
         if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
-            raise TypeError(f"{name}: params[{k!r}] must be an array, got {type(leaf).__name__}")
-        shape, dims = tuple(leaf.shape), spec[k]
+            raise TypeError(f"{name}: {at} must be an array, got {type(leaf).__name__}")
+        shape = tuple(leaf.shape)
         if len(shape) != len(dims) or any(
             (d != s) if isinstance(d, int) else (bound.get(d, s) != s) for d, s in zip(dims, shape)
         ):
             want_shape = "(" + ", ".join(str(d if isinstance(d, int) else bound.get(d, d)) for d in dims)
             want_shape += ",)" if len(dims) == 1 else ")"
-            raise ShapeError(f"{name}: params[{k!r}] has shape {shape_str(shape)}, expected {want_shape}")
+            raise ShapeError(f"{name}: {at} has shape {shape_str(shape)}, expected {want_shape}")
         bound.update({d: s for d, s in zip(dims, shape) if isinstance(d, str)})
         dtype = jnp.dtype(leaf.dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise DTypeError(f"{name}: params[{k!r}] has dtype {dtype}; parameters must be floating-point")
-        if first is None:
-            first = (k, dtype)
-        elif dtype != first[1]:
+            raise DTypeError(f"{name}: {at} has dtype {dtype}; parameters must be floating-point")
+        if not first:
+            first.append((at, dtype))
+        elif dtype != first[0][1]:
             raise DTypeError(
-                f"{name}: params[{k!r}] is {dtype} but params[{first[0]!r}] is {first[1]}; nothing is cast "
+                f"{name}: {at} is {dtype} but {first[0][0]} is {first[0][1]}; nothing is cast "
                 f"silently, so give all of its params one dtype"
             )
 

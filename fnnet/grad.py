@@ -67,25 +67,41 @@ def autodiff_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) 
     return f
 
 
-def custom_vjp(layer: Layer, *, train: bool = True) -> Callable:
+def custom_vjp(layer: Layer, *, train: bool = True, has_aux: bool = False) -> Callable:
     """A JAX function ``(params, x, key=None) -> y`` whose VJP is the layer's hand-written rule.
 
     ``jax.grad`` (or ``jax.vjp``) through it runs ``layer.backward``; research code can mix fnnet
     layers with its own JAX code and still exercise the manual rules.
+
+    ``has_aux=True`` returns ``(y, cache)`` instead, the forward's cache as an auxiliary output that
+    no gradient flows through (its cotangent is ignored), so a layer with state is updated from the
+    same forward, as on the manual path — with ``jax.value_and_grad(..., has_aux=True)``::
+
+        f = fn.custom_vjp(net, has_aux=True)
+
+        def objective(params, x, target):
+            pred, cache = f(params, x)
+            return loss_fn(pred, target), cache
+
+        (loss, cache), grads = jax.value_and_grad(objective, has_aux=True)(params, x, target)
+        params = optax.apply_updates(params, updates)                        # from grads
+        params = net.update_state(params, cache)                             # BatchNorm statistics
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"custom_vjp expected a fnnet Layer, got {type(layer).__name__}")
 
     @jax.custom_vjp
     def f(params, x, key=None):
-        return layer.forward(params, x, key=key, train=train)[0]
+        y, cache = layer.forward(params, x, key=key, train=train)
+        return (y, cache) if has_aux else y
 
     def fwd(params, x, key=None):
         y, cache = layer.forward(params, x, key=key, train=train)
-        return y, (params, cache)
+        return ((y, cache) if has_aux else y), (params, cache)
 
-    def bwd(res, dy):
+    def bwd(res, out_bar):
         params, cache = res
+        dy = out_bar[0] if has_aux else out_bar  # the cache's cotangent is ignored: it is not differentiated
         dparams, dx = layer.backward(params, cache, dy)
         return dparams, dx, None
 
@@ -112,23 +128,24 @@ def custom_vjp_loss(loss: Loss) -> Callable:
 
 
 def custom_vjp_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) -> Callable:
-    """``jax.value_and_grad`` through :func:`custom_vjp` and :func:`custom_vjp_loss`: the third source."""
+    """``jax.value_and_grad`` through :func:`custom_vjp` and :func:`custom_vjp_loss`: the third source.
+
+    With ``has_aux=True`` the cache comes from the very forward the gradient was taken through
+    (``custom_vjp(..., has_aux=True)``), not from a second forward.
+    """
     _check_pair(layer, loss)
     loss_fn = custom_vjp_loss(loss)
-    fs = {True: custom_vjp(layer, train=True), False: custom_vjp(layer, train=False)}
+    fs = {t: custom_vjp(layer, train=t, has_aux=True) for t in (True, False)}
 
     def objective(params, x, target, key, train):
-        pred = fs[train](params, x, key)
-        return loss_fn(pred, target), pred
+        pred, cache = fs[train](params, x, key)
+        return loss_fn(pred, target), (pred, cache)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def f(params, x: Array, target: Array, *, key=None, train=True):
-        (value, pred), grads = grad_fn(params, x, target, key, train)
-        if has_aux:
-            _, cache = layer.forward(params, x, key=key, train=train)  # for update_state; DCE'd if unused
-            return (value, (pred, cache)), grads
-        return value, grads
+        (value, aux), grads = grad_fn(params, x, target, key, train)
+        return ((value, aux), grads) if has_aux else (value, grads)
 
     return f
 

@@ -9,10 +9,26 @@ with ``optax.chain`` and any optax optimizer or schedule can stand in their plac
 * :func:`clip_by_global_norm` — g ← g · min(1, c / ‖g‖).
 * :func:`add_weight_decay` — the gradient of an L2 penalty ½λ‖θ‖²: g ← g + λθ.
 * :func:`add_l1_penalty` — a subgradient of λ‖θ‖₁: g ← g + λ sign(θ), sign(0) = 0.
+* :func:`trainable_mask` — True on trained leaves, False on buffers (the leaves under a ``"state"``
+  key, such as BatchNorm's running statistics), from the params alone.
 
 Order matters in a chain: a penalty goes *before* ``sgd`` (it changes the gradient that is then
 scaled by the learning rate), e.g. ``optax.chain(add_weight_decay(1e-4), clip_by_global_norm(1.0),
 sgd(0.1, momentum=0.9))``.
+
+**Buffers** (non-trainable state kept in params under a ``"state"`` key, e.g. BatchNorm's
+``params["state"] = {"mean", "var"}``) get a zero gradient in training, so a plain gradient step
+leaves them alone; transformations that act on the params themselves would not. fnnet's
+:func:`add_weight_decay` and :func:`add_l1_penalty` spare them by default (``mask=None``); an
+explicit ``mask`` overrides that. For optax's own transformations pass :func:`trainable_mask` as
+their ``mask``, or wrap a chain in ``optax.masked``::
+
+    optax.adamw(1e-3, weight_decay=1e-4, mask=fn.optim.trainable_mask)        # decay spares buffers
+    optax.chain(optax.masked(optax.add_decayed_weights(1e-4), fn.optim.trainable_mask), sgd(0.1))
+    optax.masked(optax.adam(1e-3), fn.optim.trainable_mask)                   # buffers never updated
+
+(``optax.masked`` passes the gradient of a masked-out leaf through unchanged: 0 for a buffer in
+training, so ``optax.apply_updates`` leaves it as it is and ``layer.update_state`` alone moves it.)
 
 The learning rate may be a Python float, a JAX scalar — also a *traced* one, which is how
 :func:`fnnet.sweep` trains K learning rates in one vmapped program — or an optax schedule
@@ -29,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fnnet.core import Array, Params, is_concrete
+from fnnet.core import STATE_KEY, Array, Params, is_concrete
 
 __all__ = [
     "OPTIMIZERS",
@@ -42,6 +58,7 @@ __all__ = [
     "get",
     "global_norm",
     "sgd",
+    "trainable_mask",
 ]
 
 ScalarOrSchedule = float | Array | Callable[[Array], Array]
@@ -155,15 +172,30 @@ def clip_by_global_norm(max_norm: float | Array):
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def trainable_mask(params: Params) -> Any:
+    """A pytree of bools like ``params``: False on buffers (leaves under a ``"state"`` dict key), True elsewhere.
+
+    Needs no Layer: buffers are recognizable from the params pytree alone (:mod:`fnnet.core`), e.g.
+    ``trainable_mask(fn.BatchNorm().init(key, (4,))[1])`` is
+    ``{"gamma": True, "beta": True, "state": {"mean": False, "var": False}}``. Usable wherever optax
+    takes a ``mask`` (a pytree or a function of the params), e.g.
+    ``optax.adamw(1e-3, weight_decay=1e-4, mask=fn.optim.trainable_mask)``. Works on
+    ``ShapeDtypeStruct`` leaves too.
+    """
+
+    def trained(path: tuple, _: Any) -> bool:
+        return not any(isinstance(k, jax.tree_util.DictKey) and k.key == STATE_KEY for k in path)
+
+    return jax.tree_util.tree_map_with_path(trained, params)
+
+
 def _penalty(name: str, rate: float | Array, term: Callable[[Array], Array], mask: Any):
     _check_positive(name, "a rate", rate, allow_zero=True)
 
     def update(grads: Params, state: Any, params: Params | None = None):
         if params is None:
             raise ValueError(f"{name} needs the params: call update(grads, state, params)")
-        m = mask(params) if callable(mask) else mask
-        if m is None:
-            m = jax.tree_util.tree_map(lambda _: True, params)
+        m = trainable_mask(params) if mask is None else mask(params) if callable(mask) else mask
         out = jax.tree_util.tree_map(
             lambda g, p, on: g + jnp.asarray(rate, g.dtype) * term(p) if on else g, grads, params, m
         )
@@ -177,7 +209,8 @@ def add_weight_decay(rate: float | Array, mask: Any = None):
 
     Placed before :func:`sgd` this is classic "coupled" weight decay (θ ← θ − α(g + λθ)).
     ``mask`` is a pytree of bools like params, or a function ``params -> mask``, choosing the leaves
-    to penalise (e.g. weights but not biases); ``None`` penalises every leaf.
+    to penalise (e.g. weights but not biases); ``None`` penalises every trained leaf and spares the
+    buffers (:func:`trainable_mask`), such as BatchNorm's running statistics.
 
     References:
       Krogh & Hertz 1992, "A simple weight decay can improve generalization".

@@ -129,7 +129,7 @@ def test_batch_norm_at_its_boundaries(key, shape, train, constant_feature):
     (m = H·W) and evaluates; m = 2, the least it trains with, is exact too."""
     with jax.enable_x64(True):
         g, b, m, v, x, dy = normals(key, [(3,)] * 4 + [shape, shape], jnp.float64)
-        params = {"gamma": 1 + g / 2, "beta": b, "mean": m, "var": 0.5 + jnp.abs(v)}
+        params = {"gamma": 1 + g / 2, "beta": b, "state": {"mean": m, "var": 0.5 + jnp.abs(v)}}
         if constant_feature:
             x = x.at[:, 1].set(2.5)
         y, (grads, dx), (grads_ad, dx_ad) = _parity(fn.BatchNorm(), params, x, dy, train=train)

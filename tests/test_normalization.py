@@ -14,7 +14,12 @@ from fnnet.core import ShapeError
 def _bn_params(key, c, dtype):
     """Random γ, β and running statistics (var > 0), so no term of the rule hides behind a 1 or a 0."""
     g, b, m, v = _normals(key, [(c,)] * 4, dtype)
-    return {"gamma": 1 + g / 2, "beta": b, "mean": m, "var": 0.5 + jnp.abs(v)}
+    return {"gamma": 1 + g / 2, "beta": b, "state": {"mean": m, "var": 0.5 + jnp.abs(v)}}
+
+
+def _leaf(tree, name):
+    """gamma and beta at the top of BatchNorm's params, the running statistics under "state"."""
+    return tree["state"][name] if name in ("mean", "var") else tree[name]
 
 
 def _both(layer, train):
@@ -42,13 +47,16 @@ def test_batch_norm_backward_matches_autodiff(key, shape, train, dtype, bar):
         x = 2 * x + 1  # batch statistics far from the running ones
         _, _, (grads, dx), (grads_ad, dx_ad) = _both(fn.BatchNorm(), train)(params, x, dy)
         assert _rel(dx, dx_ad) <= bar
+        assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
         for name in ("gamma", "beta", "mean", "var"):
-            assert grads[name].shape == params[name].shape and grads[name].dtype == dt
-            assert _rel(grads[name], grads_ad[name]) <= bar, name
+            g, p = _leaf(grads, name), _leaf(params, name)
+            assert g.shape == p.shape and g.dtype == dt
+            assert _rel(g, _leaf(grads_ad, name)) <= bar, name
+        stats = grads["state"]
         if train:  # the running statistics are buffers: not read in training, so their gradient is 0
-            assert np.all(np.asarray(grads["mean"]) == 0) and np.all(np.asarray(grads["var"]) == 0)
+            assert np.all(np.asarray(stats["mean"]) == 0) and np.all(np.asarray(stats["var"]) == 0)
         else:  # evaluation reads them: a real, nonzero gradient
-            assert np.all(np.asarray(grads["mean"]) != 0) and np.all(np.asarray(grads["var"]) != 0)
+            assert np.all(np.asarray(stats["mean"]) != 0) and np.all(np.asarray(stats["var"]) != 0)
 
 
 def test_batch_norm_train_uses_biased_batch_statistics(key):
@@ -68,8 +76,8 @@ def test_batch_norm_eval_uses_the_running_statistics(key):
         params = _bn_params(key, 3, jnp.float64)
         (x,) = _normals(jax.random.fold_in(key, 1), [(5, 3)], jnp.float64)
         y, _ = fn.BatchNorm().forward(params, x, train=False)
-        p = {k: np.asarray(v) for k, v in params.items()}
-        expected = p["gamma"] * (np.asarray(x) - p["mean"]) / np.sqrt(p["var"] + 1e-5) + p["beta"]
+        p = jax.tree_util.tree_map(np.asarray, params)
+        expected = p["gamma"] * (np.asarray(x) - p["state"]["mean"]) / np.sqrt(p["state"]["var"] + 1e-5) + p["beta"]
         np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-12)
         np.testing.assert_allclose(np.asarray(fn.BatchNorm().forward(params, x[:1], train=False)[0]), expected[:1])
 
@@ -83,12 +91,13 @@ def test_update_state_folds_in_the_batch_with_momentum_and_unbiased_variance(key
         _, cache = layer.forward(params, x, train=True)
         new = layer.update_state(params, cache)
         xs = np.asarray(x)
-        np.testing.assert_allclose(np.asarray(new["mean"]), 0.8 * before["mean"] + 0.2 * xs.mean(0), rtol=1e-12)
-        np.testing.assert_allclose(np.asarray(new["var"]), 0.8 * before["var"] + 0.2 * xs.var(0, ddof=1), rtol=1e-12)
+        old, stats = before["state"], new["state"]
+        np.testing.assert_allclose(np.asarray(stats["mean"]), 0.8 * old["mean"] + 0.2 * xs.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(stats["var"]), 0.8 * old["var"] + 0.2 * xs.var(0, ddof=1), rtol=1e-12)
         for name in ("gamma", "beta"):
             np.testing.assert_array_equal(np.asarray(new[name]), before[name])
-        for name in before:  # nothing was mutated
-            np.testing.assert_array_equal(np.asarray(params[name]), before[name])
+        for name in ("gamma", "beta", "mean", "var"):  # nothing was mutated
+            np.testing.assert_array_equal(np.asarray(_leaf(params, name)), _leaf(before, name))
         _, eval_cache = layer.forward(params, x, train=False)
         assert layer.update_state(params, eval_cache) is params  # no batch statistics in evaluation
 
@@ -106,8 +115,8 @@ def test_update_state_through_serial_and_jit(key):
 
     new = step(params, x)
     h = np.asarray(x @ params[0]["W"] + params[0]["b"][None, :])
-    np.testing.assert_allclose(np.asarray(new[1]["mean"]), 0.1 * h.mean(0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(new[1]["var"]), 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new[1]["state"]["mean"]), 0.1 * h.mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(new[1]["state"]["var"]), 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(new[0]["W"]), np.asarray(params[0]["W"]))
 
 
@@ -145,3 +154,23 @@ def test_bad_arguments_and_shapes_raise_clear_errors(key):
         fn.BatchNorm(eps=0.0)
     with pytest.raises(ValueError, match="eps > 0"):
         fn.LayerNorm(eps=-1e-5)
+
+
+def test_batch_norm_keeps_its_buffers_under_state_and_refuses_the_flat_layout(key):
+    """The running statistics sit in params["state"], so they are recognizable without the Layer; the
+    flat layout of older fnnet ({"gamma", "beta", "mean", "var"}) is refused while tracing, naming the key."""
+    _, params = fn.BatchNorm().init(key, (3,))
+    assert set(params) == {"gamma", "beta", "state"} and set(params["state"]) == {"mean", "var"}
+    assert fn.optim.trainable_mask(params) == {"gamma": True, "beta": True, "state": {"mean": False, "var": False}}
+    flat = {"gamma": params["gamma"], "beta": params["beta"], **params["state"]}
+    with pytest.raises(
+        ValueError,
+        match=r"BatchNorm\(\) needs params with keys 'gamma', 'beta', 'state'.*"
+        r"\(missing 'state'; unexpected 'mean', 'var'\)",
+    ):
+        fn.BatchNorm().forward(flat, jnp.ones((4, 3)))
+    bad = {**params, "state": {"mean": params["state"]["mean"], "var": jnp.ones((4,))}}
+    with pytest.raises(
+        ShapeError, match=r"BatchNorm\(\): params\['state'\]\['var'\] has shape \(4,\), expected \(3,\)"
+    ):
+        fn.BatchNorm().forward(bad, jnp.ones((4, 3)))

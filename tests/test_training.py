@@ -323,8 +323,8 @@ def test_make_step_updates_batch_norm_statistics(key):
     )
     h = np.asarray(ds.x) @ np.asarray(params[0]["W"]) + np.asarray(params[0]["b"])  # BatchNorm's input
     bn = state.params[1]
-    np.testing.assert_allclose(bn["mean"], 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(bn["var"], 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(bn["state"]["mean"], 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn["state"]["var"], 0.9 + 0.1 * h.var(0, ddof=1), rtol=1e-5)
     assert not np.allclose(bn["gamma"], 1.0)  # the trainable ones took the gradient step
 
 

@@ -1,5 +1,8 @@
 """Combinators that build Layers from Layers: ``serial`` and ``residual``.
 
+Their names list the children: ``serial(Dense(64), Relu, Dense(10))``, ``residual(Dense(8))``;
+:func:`parts` gives the children themselves (what :func:`fnnet.summary` recurses into).
+
 An error a child raises (its params do not fit, its input has the wrong shape) is re-raised with the
 child's place in front, of the same type: ``serial layer 2, Dense(10): params['b'] has shape (5,),
 expected (10,)``; ``residual branch, ...`` for the F of a residual. Nested combinators stack their
@@ -97,7 +100,13 @@ def serial(*layers: Layer) -> Layer:
                 for w, layer, p, c in zip(where, layers, params, caches)
             )
 
-    return Layer(init, forward, backward, update_state)
+    init.parts = ("serial", tuple(layers))  # for fnnet.summary: the children, in order
+    return Layer(init, forward, backward, update_state, name=f"serial({', '.join(c.label for c in layers)})")
+
+
+def parts(layer: Layer) -> tuple[str, tuple[Layer, ...]] | None:
+    """``("serial", children)`` or ``("residual", (F,))`` for a layer these combinators built, else None."""
+    return getattr(layer.init, "parts", None)
 
 
 def residual(layer: Layer) -> Layer:
@@ -138,4 +147,5 @@ def residual(layer: Layer) -> Layer:
         def update_state(params, cache):
             return _inside(where, layer.update_state, params, cache)
 
-    return Layer(init, forward, backward, update_state)
+    init.parts = ("residual", (layer,))  # for fnnet.summary
+    return Layer(init, forward, backward, update_state, name=f"residual({layer.label})")

@@ -204,4 +204,4 @@ def Conv2D(
             grads["b"] = jnp.sum(dy, axis=(0, 1, 2))
         return grads, dx
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)

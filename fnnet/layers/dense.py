@@ -88,7 +88,7 @@ def Dense(
             grads["b"] = jnp.sum(rows_dy, axis=0)
         return grads, jnp.matmul(dy, W.T)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)
 
 
 # Below this many multiply-adds the transposed copy does not pay on CPU (measured on a 2-core AMD EPYC:
@@ -157,4 +157,4 @@ def Flatten() -> Layer:
         check_no_params(name, params)
         return (), jnp.reshape(dy, (dy.shape[0],) + token_shape(token))
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name="Flatten")

@@ -72,4 +72,4 @@ def Dropout(rate: float) -> Layer:
             return (), dy
         return (), jnp.where(mask, dy / keep, jnp.zeros((), dy.dtype))
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)

@@ -29,6 +29,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from fnnet.core import (
+    STATE_KEY,
     Array,
     Layer,
     ShapeError,
@@ -84,8 +85,13 @@ def _affine_grads(xhat: Array, dy: Array) -> tuple[Array, Array]:
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     """Batch normalization over every axis but the last (features): x (B, ..., C) -> y of the same shape.
 
-    params = {"gamma": (C,) = 1, "beta": (C,) = 0, "mean": (C,) = 0, "var": (C,) = 1}; ``mean`` and
-    ``var`` are the running statistics, non-trainable buffers kept in params.
+    params = {"gamma": (C,) = 1, "beta": (C,) = 0, "state": {"mean": (C,) = 0, "var": (C,) = 1}}; ``mean``
+    and ``var`` are the running statistics, non-trainable buffers kept in params under ``"state"``, the
+    key every fnnet layer keeps its buffers under (:data:`fnnet.core.STATE_KEY`). A sub-dict rather
+    than a marker type: params stay a plain pytree of dicts and arrays (jit, vmap, optax and
+    checkpoints take them as they are), and the buffers are still recognizable from params alone, so
+    ``fn.optim.trainable_mask(params)`` (False on them) serves as optax's ``mask=`` and
+    ``fn.optim.add_weight_decay`` spares them by default.
 
     * ``train=True``: normalizes with the batch statistics μ_B and the **biased** σ²_B (÷ m, m = the
       number of entries per feature, B·H·W for images). The running buffers are not read; their
@@ -94,18 +100,20 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
       is handled by ε (module docstring).
     * ``train=False``: normalizes with the running ``mean`` and ``var``: x̂ = (x − mean)/√(var + ε).
     * ``update_state(params, cache)`` (after a training forward) returns new params with
-          mean ← momentum · mean + (1 − momentum) · μ_B,
-          var  ← momentum · var  + (1 − momentum) · σ²_B · m/(m − 1)   (**unbiased**, as PyTorch);
+          state.mean ← momentum · mean + (1 − momentum) · μ_B,
+          state.var  ← momentum · var  + (1 − momentum) · σ²_B · m/(m − 1)   (**unbiased**, as PyTorch);
       γ, β unchanged. After an evaluation forward it returns params unchanged. momentum = 0.9 is
       PyTorch's default (its ``momentum=0.1`` weighs the *new* batch); ε = 1e-5 as PyTorch and flax.
 
     Backward, training (compact form; module docstring): dγ = Σ dy x̂, dβ = Σ dy,
-        dx = (1/(m√(σ²_B + ε)))(m dx̂ − Σ dx̂ − x̂ Σ dx̂ x̂),   dx̂ = dy γ,   d mean = d var = 0.
+        dx = (1/(m√(σ²_B + ε)))(m dx̂ − Σ dx̂ − x̂ Σ dx̂ x̂),   dx̂ = dy γ,   d mean = d var = 0
+    (the buffers' gradient, ``grads["state"]``, is exactly 0).
     Backward, evaluation (the statistics are constants of x): dγ = Σ dy x̂, dβ = Σ dy,
         dx = dy γ / √(var + ε),   d mean = −Σ dx,   d var = −½ (var + ε)^{-1} Σ dx̂ x̂ / √(var + ε).
 
-    Params: ``{"gamma", "beta", "mean", "var"}``, each (C,) of one floating dtype; anything else is
-    refused while tracing, naming the leaf.
+    Params: ``{"gamma", "beta", "state": {"mean", "var"}}``, each leaf (C,) of one floating dtype;
+    anything else (the flat layout ``{"gamma", "beta", "mean", "var"}`` of fnnet before buffers moved
+    under ``"state"`` included) is refused while tracing, naming the leaf.
 
     References: Ioffe & Szegedy 2015, Algorithm 1-2 (training and inference); PyTorch's
     ``BatchNorm`` docs (unbiased running variance).
@@ -114,7 +122,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         raise ValueError(f"BatchNorm needs 0 <= momentum < 1, got {momentum}")
     eps = _check_eps("BatchNorm", eps)
     name = "BatchNorm()"
-    spec = {"gamma": ("C",), "beta": ("C",), "mean": ("C",), "var": ("C",)}
+    spec = {"gamma": ("C",), "beta": ("C",), STATE_KEY: {"mean": ("C",), "var": ("C",)}}
 
     def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
         del key
@@ -125,8 +133,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         params = {
             "gamma": jnp.ones((c,), dtype),
             "beta": jnp.zeros((c,), dtype),
-            "mean": jnp.zeros((c,), dtype),
-            "var": jnp.ones((c,), dtype),
+            STATE_KEY: {"mean": jnp.zeros((c,), dtype), "var": jnp.ones((c,), dtype)},
         }
         return tuple(in_shape), params
 
@@ -152,8 +159,9 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
                 "batch_var": jnp.reshape(var, (-1,)),
             }
         else:
-            inv = _row(1.0 / jnp.sqrt(params["var"] + eps), x.ndim)
-            xhat = (x - _row(params["mean"], x.ndim)) * inv
+            stats = params[STATE_KEY]
+            inv = _row(1.0 / jnp.sqrt(stats["var"] + eps), x.ndim)
+            xhat = (x - _row(stats["mean"], x.ndim)) * inv
             cache = {"xhat": xhat, "inv": inv}
         return _row(gamma, x.ndim) * xhat + _row(params["beta"], x.ndim), cache
 
@@ -165,13 +173,13 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         axes = tuple(range(dy.ndim - 1))
         if "batch_mean" in cache:  # training
             dx = _normalize_backward(xhat, inv, dxhat, axes)
-            dmean, dvar = jnp.zeros_like(params["mean"]), jnp.zeros_like(params["var"])
+            dmean, dvar = jnp.zeros_like(params[STATE_KEY]["mean"]), jnp.zeros_like(params[STATE_KEY]["var"])
         else:
             dx = dxhat * inv
             dmean = -jnp.sum(dx, axis=axes)
             inv_c = jnp.reshape(inv, (-1,))
             dvar = -0.5 * inv_c * inv_c * jnp.sum(dxhat * xhat, axis=axes)
-        return {"gamma": dgamma, "beta": dbeta, "mean": dmean, "var": dvar}, dx
+        return {"gamma": dgamma, "beta": dbeta, STATE_KEY: {"mean": dmean, "var": dvar}}, dx
 
     def update_state(params, cache):
         check_params(name, params, spec)
@@ -179,12 +187,14 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
             return params
         m = cache["xhat"].size // cache["batch_mean"].shape[0]
         unbiased = cache["batch_var"] * (m / (m - 1))
-        new = dict(params)
-        new["mean"] = momentum * params["mean"] + (1 - momentum) * cache["batch_mean"]
-        new["var"] = momentum * params["var"] + (1 - momentum) * unbiased
-        return new
+        old = params[STATE_KEY]
+        stats = {
+            "mean": momentum * old["mean"] + (1 - momentum) * cache["batch_mean"],
+            "var": momentum * old["var"] + (1 - momentum) * unbiased,
+        }
+        return {**params, STATE_KEY: stats}
 
-    return Layer(init, forward, backward, update_state)
+    return Layer(init, forward, backward, update_state, name="BatchNorm")
 
 
 def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
@@ -246,4 +256,4 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
             grads, dxhat = (), dy
         return grads, _normalize_backward(xhat, inv, dxhat, (dy.ndim - 1,))
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name="LayerNorm")

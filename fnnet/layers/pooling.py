@@ -144,7 +144,7 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:3], pads))
         return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)
 
 
 def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padding: str = "VALID") -> Layer:
@@ -182,4 +182,4 @@ def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         padded = tuple(d + lo + hi for d, (lo, hi) in zip(x_shape[1:3], pads))
         return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)

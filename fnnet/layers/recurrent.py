@@ -194,7 +194,7 @@ def RNN(
         (dW, dU, db, _), dxs = lax.scan(step, zero, (dys, xs, _shift(hs), cache["act"]), reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def LSTM(
         (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=name)
 
 
 # ----------------------------------------------------------------------------------------------
