@@ -2,9 +2,10 @@
 
     python -m experiments                  # quick preset of everything
     python -m experiments --full           # the bigger settings (meant for a GPU host); = --preset full
-    python -m experiments --preset tiny    # the smoke-test settings (seconds per experiment)
+    python -m experiments --preset tiny    # the smoke-test settings (measured times: --list)
     python -m experiments --only worked_example,activations
     python -m experiments --out DIR --force --strict
+    python -m experiments --list           # name, study, title and measured seconds at each preset
 
 A rerun skips experiments already finished with the same config (``--force`` reruns them); an
 interrupted experiment resumes from its cached sweep points, kept per config hash in
@@ -18,12 +19,13 @@ runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import EXPERIMENTS, load
+from experiments import EXPERIMENTS, STUDY_OF, load
 from experiments._common import (
     atomic_write_json,
     config_hash,
@@ -34,25 +36,65 @@ from experiments._common import (
 )
 from experiments._report import DONE, DamagedResults, read_finished, write_report
 from fnnet._io import remove_stale_temporaries
-from fnnet.cli.parser import UsageParser
+from fnnet.cli.parser import UsageParser, plain, quiet_on_closed_pipe
+
+#: preset -> what it is, for --help.
+PRESETS = {"tiny": "a smoke test", "quick": "the default", "full": "the bigger settings, meant for a GPU host"}
+
+#: Seconds per experiment at each preset, measured by running them (never estimated), with where and when.
+SECONDS_FILE = Path(__file__).with_name("measured_seconds.json")
+
+
+def measured_seconds() -> dict[str, dict]:
+    """preset -> its entry in :data:`SECONDS_FILE`.
+
+    A measured preset has ``machine``, ``date`` and ``seconds`` (experiment name -> seconds, the
+    ``seconds`` of its ``timing.json``; an experiment may be missing); an unmeasured one has only
+    ``not_measured``, the words that say so.
+    """
+    return json.loads(SECONDS_FILE.read_text(encoding="utf-8"))["presets"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
+
+
+def _cell(entry: dict, name: str) -> str:
+    seconds = entry.get("seconds", {})
+    return _duration(seconds[name]) if name in seconds else "-"
+
+
+def _preset_help(times: dict[str, dict]) -> str:
+    parts = []
+    for preset, what in PRESETS.items():
+        entry = times[preset]
+        if "seconds" not in entry:
+            parts.append(f"{preset}: {what}, {entry['not_measured']}")
+            continue
+        seconds = [entry["seconds"][n] for n in EXPERIMENTS if n in entry["seconds"]]
+        share = "all" if len(seconds) == len(EXPERIMENTS) else f"{len(seconds)} of {len(EXPERIMENTS)}"
+        took = f"{share} experiments in {_duration(sum(seconds))} on {entry['machine']}, {entry['date']}"
+        parts.append(f"{preset}: {what}, {took}")
+    return "; ".join(parts) + ". Per experiment: --list"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = UsageParser(prog="python -m experiments", description=__doc__.split("\n\n")[0])
+    p = UsageParser(prog="python -m experiments", description=plain(__doc__))
     p.add_argument("--full", action="store_true", help="run the full preset instead of quick (= --preset full)")
-    p.add_argument(
-        "--preset",
-        choices=["tiny", "quick", "full"],
-        default=None,
-        help="tiny (smoke test, seconds), quick (the default) or full (meant for a GPU host)",
-    )
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help=_preset_help(measured_seconds()))
     p.add_argument("--only", default=None, help="comma-separated experiment names (see --list)")
     p.add_argument("--out", default="results", help="results folder (default: results/)")
     p.add_argument(
         "--force", action="store_true", help="rerun finished experiments from scratch (their cached points deleted)"
     )
     p.add_argument("--strict", action="store_true", help="exit 1 if any claim does not hold")
-    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the experiments, one a line (name, study, measured seconds at each preset, title), and exit",
+    )
     args = p.parse_args(argv)
     if args.full and args.preset not in (None, "full"):
         p.error(f"--full and --preset {args.preset} disagree; give one of them")
@@ -122,10 +164,30 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     return status
 
 
+def print_list() -> None:
+    """``--list``: one line per experiment on stdout, starting with its name; the column heads and where the
+    seconds were measured go to stderr, so ``python -m experiments --list | cut -d' ' -f1`` gives the names."""
+    times = measured_seconds()
+    width = max(map(len, EXPERIMENTS))
+    heads = " ".join(f"{p:>6}" for p in PRESETS)
+    print(f"{'name':<{width}} {'study':<14} {heads}  title", file=sys.stderr, flush=True)
+    for name in EXPERIMENTS:
+        cells = " ".join(f"{_cell(times[p], name):>6}" for p in PRESETS)
+        print(f"{name:<{width}} {STUDY_OF[name]:<14} {cells}  {load(name).TITLE}")
+    sys.stdout.flush()
+    presets_by_where: dict[str, list[str]] = {}  # presets measured on one machine and date share a clause
+    for preset, entry in times.items():
+        where = f"measured on {entry['machine']}, {entry['date']}" if "seconds" in entry else entry["not_measured"]
+        presets_by_where.setdefault(where, []).append(preset)
+    clauses = "; ".join(f"{' and '.join(presets)} {where}" for where, presets in presets_by_where.items())
+    print(f"seconds per experiment (-: not measured): {clauses}", file=sys.stderr)
+
+
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
-        print("\n".join(EXPERIMENTS))
+        print_list()
         return 0
     out = Path(args.out)
     try:

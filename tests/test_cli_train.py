@@ -232,6 +232,31 @@ def test_damaged_checkpoint_is_ignored_on_one_line(capsys, tmp_path):
     assert len(json.loads((d / "metrics.json").read_text())["history"]["loss"]) == 2
 
 
+def test_a_checkpoint_of_an_older_params_layout_is_refused_unless_overwrite(capsys, tmp_path):
+    from fnnet import checkpoint
+
+    d = tmp_path / "run"
+    assert cli_train.main(SMALL + ["--epochs", "1", "--out", str(d)]) == 0
+    with np.load(d / "checkpoint.npz") as f:  # as an fnnet before layout versions wrote it: no version member
+        old = {k: f[k] for k in f.files if k != "meta_layout_version"}
+    np.savez(d / "checkpoint.npz", **old)
+    (d / "metrics.json").unlink()  # a partial run, as if killed after epoch 1
+    before = _snapshot(d)
+    capsys.readouterr()
+    for more in ([], ["--no-resume"]):
+        assert _main(SMALL + ["--epochs", "2", "--out", str(d), *more]) == 2
+        assert _err_lines(capsys) == [
+            f"fnnet train: error: --out {d}: checkpoint {d / 'checkpoint.npz'} was written by fnnet's params "
+            f"layout version 1; this fnnet reads version {checkpoint.LAYOUT_VERSION} — pass --overwrite to replace "
+            "the run"
+        ]
+        assert _snapshot(d) == before  # nothing touched
+    assert _main(SMALL + ["--epochs", "2", "--out", str(d), "--overwrite"]) == 0
+    replaced = checkpoint.info(d / "checkpoint.npz")
+    assert replaced.version == checkpoint.LAYOUT_VERSION and replaced.epochs == 2
+    assert len(json.loads((d / "metrics.json").read_text())["history"]["loss"]) == 2
+
+
 def test_ctrl_c_exits_130_on_one_line(capsys, monkeypatch, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

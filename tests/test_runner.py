@@ -107,11 +107,79 @@ def test_empty_only_and_conflicting_presets_are_usage_errors(fakes, tmp_path, ca
     assert fakes == [] and not (tmp_path / "REPORT.md").exists()
 
 
-def test_help_lists_the_presets(capsys):
+@pytest.fixture
+def seconds_file(tmp_path, monkeypatch):
+    """A measured-seconds file with two tiny timings and one quick one, in place of the committed one."""
+    presets = {
+        "tiny": {
+            "machine": "a test box",
+            "date": "2026-01-02",
+            "seconds": {"worked_example": 4.44, "mean_field": 80.8},
+        },
+        "quick": {"machine": "a test box", "date": "2026-01-02", "seconds": {"worked_example": 12.0}},
+        "full": {"not_measured": "not measured here (GPU-sized)"},
+    }
+    path = tmp_path / "measured_seconds.json"
+    path.write_text(json.dumps({"about": "test", "presets": presets}))
+    monkeypatch.setattr(runner, "SECONDS_FILE", path)
+
+
+def test_help_lists_the_presets_with_their_measured_totals(capsys, seconds_file):
     with pytest.raises(SystemExit):
         runner.main(["--help"])
-    out = capsys.readouterr().out
-    assert "--preset {tiny,quick,full}" in out and "smoke test" in out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--preset {tiny,quick,full}" in out
+    n = len(runner.EXPERIMENTS)
+    assert f"tiny: a smoke test, 2 of {n} experiments in 85 s on a test box, 2026-01-02" in out
+    assert f"quick: the default, 1 of {n} experiments in 12 s on a test box, 2026-01-02" in out
+    assert "full: the bigger settings, meant for a GPU host, not measured here (GPU-sized)" in out
+
+
+def test_list_gives_name_study_measured_seconds_and_title_one_a_line(capsys, seconds_file):
+    from experiments import EXPERIMENTS, STUDY_OF, load
+
+    assert runner.main(["--list"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split(" ")[0] for line in lines] == list(EXPERIMENTS)  # `--list | cut -d' ' -f1`: the names
+    rows = dict(zip(EXPERIMENTS, lines))
+    assert rows["worked_example"].split()[:7] == ["worked_example", "texts", "4.4", "s", "12", "s", "-"]
+    assert rows["mean_field"].split()[:6] == ["mean_field", "initialization", "81", "s", "-", "-"]
+    assert rows["conv_toy"].split()[2:5] == ["-", "-", "-"]  # not measured at any preset
+    for name, line in rows.items():
+        assert line.split()[1] == STUDY_OF[name] and line.endswith("  " + load(name).TITLE)
+    head, foot = err.splitlines()  # on stderr, out of the way of cut
+    assert head.split() == ["name", "study", "tiny", "quick", "full", "title"]
+    assert foot == (
+        "seconds per experiment (-: not measured): tiny and quick measured on a test box, 2026-01-02; "
+        "full not measured here (GPU-sized)"
+    )
+
+
+def test_the_committed_seconds_are_measurements_of_real_experiments():
+    from experiments import EXPERIMENTS
+
+    times = runner.measured_seconds()
+    assert set(times) == set(runner.PRESETS)
+    for preset, entry in times.items():
+        if "seconds" in entry:
+            assert entry["machine"] and entry["date"] and set(entry["seconds"]) <= set(EXPERIMENTS), preset
+            assert all(s > 0 for s in entry["seconds"].values()), preset
+        else:
+            assert entry["not_measured"].startswith("not measured"), preset
+
+
+def test_list_into_a_closed_pipe_exits_141_without_a_traceback():
+    """``python -m experiments --list | head -1`` once head has exited."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "experiments", "--list"], stdout=write, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+    finally:
+        os.close(write)
+    assert r.returncode == 141 and "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
 
 
 def test_a_config_change_recomputes_the_cached_points(fakes, tmp_path, monkeypatch):

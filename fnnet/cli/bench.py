@@ -29,18 +29,19 @@ from typing import Any, Sequence
 from fnnet._io import dumps
 from fnnet.bench import models as bench_models
 from fnnet.bench import report, sweep, timing
-from fnnet.cli.parser import UsageParser
+from fnnet.cli.parser import UsageParser, plain, quiet_on_closed_pipe
 
 TARGETS = report.TARGETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``fnnet bench`` on the ``fnnet`` command's subparsers."""
-    p = subparsers.add_parser(
-        "bench",
-        help="time manual vs autodiff vs custom_vjp train steps, and vmapped sweeps",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
+    summary = "time manual vs autodiff vs custom_vjp train steps, and vmapped sweeps"
+    return configure(subparsers.add_parser("bench", help=summary, description=plain(__doc__, 1)))
+
+
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the flags of ``fnnet bench`` to ``p``."""
     p.add_argument("--quick", action="store_true", help="a small set and short timings (a smoke test)")
     p.add_argument(
         "--only",
@@ -147,9 +148,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fnnet.bench``: the same options as ``fnnet bench``."""
-    parser = UsageParser(prog="python -m fnnet.bench")
-    sub = parser.add_subparsers(dest="command", parser_class=UsageParser)
-    add_parser(sub)
-    return run(parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
+    return run(configure(UsageParser(prog="python -m fnnet.bench", description=plain(__doc__, 1))).parse_args(argv))

@@ -26,6 +26,8 @@ A rerun into the same ``DIR``:
   since a run cannot be shortened and the longer one is not thrown away;
 * another configuration: refused (exit 2) with one line naming the flags that differ (old -> new),
   whether the run is finished or partial, also for folders written before ``run.json`` existed;
+* same configuration, a checkpoint of another params layout version (an older fnnet): refused
+  (exit 2) with one line, since it cannot be resumed;
 * ``--no-resume`` starts the same configuration over (never replacing a run of other flags or a
   longer run); ``--overwrite`` deletes the run in ``DIR`` and starts this one.
 
@@ -49,7 +51,7 @@ import numpy as np
 
 from fnnet import activations, optim
 from fnnet._io import atomic_write, dumps, from_jsonable, probe_writable, remove_stale_temporaries
-from fnnet.cli.parser import UsageParser
+from fnnet.cli.parser import UsageParser, plain
 from fnnet.grad import GRAD_SOURCES
 
 DATASETS = ("mnist1d", "mnist", "fashion_mnist", "spirals", "xor")
@@ -103,7 +105,7 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train`` on an ``add_subparsers()`` object; returns its parser (call ``run(args)``)."""
-    p = subparsers.add_parser("train", help="train an MLP from flags", description=__doc__.split("\n\n")[0], hint=HINT)
+    p = subparsers.add_parser("train", help="train an MLP from flags", description=plain(__doc__), hint=HINT)
     configure(p)
     p.set_defaults(run=run)
     return p
@@ -297,6 +299,8 @@ def _differences(old: dict, new: dict) -> str:
 
 def _plan(args, out: Path, config: dict, found: _Found) -> str:
     """'fresh', 'resume' or 'report' for this run in ``out``; raises UsageError rather than replace a run."""
+    from fnnet import checkpoint
+
     if args.overwrite:
         return "fresh"
     replace = "choose another --out, or pass --overwrite to replace it"
@@ -324,6 +328,12 @@ def _plan(args, out: Path, config: dict, found: _Found) -> str:
         raise UsageError(
             f"--out {out} holds {held} with these flags; "
             f"--epochs {args.epochs} would cut it short: pass {hint}, {replace}"
+        )
+    if found.ckpt is not None and found.ckpt.version != checkpoint.LAYOUT_VERSION:  # resuming would misread it
+        raise UsageError(
+            f"--out {out}: checkpoint {out / CHECKPOINT_FILE} was written by fnnet's params layout version "
+            f"{found.ckpt.version}; this fnnet reads version {checkpoint.LAYOUT_VERSION} — pass --overwrite to "
+            "replace the run"
         )
     if args.no_resume:
         return "fresh"
@@ -505,7 +515,7 @@ def _summary_line(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``fnnet train ...`` without the ``fnnet`` dispatcher (for tests and scripts)."""
-    parser = configure(UsageParser(prog=PROG, description=__doc__.split("\n\n")[0], hint=HINT))
+    parser = configure(UsageParser(prog=PROG, description=plain(__doc__), hint=HINT))
     try:
         return run(parser.parse_args(argv))
     except KeyboardInterrupt:  # while parsing; run() reports its own
