@@ -24,18 +24,32 @@ import numpy as np
 
 from fnnet import activations as act
 from fnnet import initializers, layers, losses
-from fnnet.checking import GradcheckReport, check_layer, check_loss
+from fnnet.checking import GradcheckReport, check_layer, check_loss, run_compiled
 from fnnet.core import Layer, Loss
 
 
 class Entry(NamedTuple):
-    """One catalog row: how to build the thing and what to feed it.
+    """One catalog row, public: how to build a layer or loss and what to feed it. ``fnnet check`` checks the
+    catalog's entries, and those of a user module's ``CATALOG = [Entry(...), ...]`` with ``--module``.
 
-    ``in_shape`` excludes the batch axis. ``sample(key, shape, dtype)`` draws inputs (default:
-    standard normal); for losses ``target(key, pred, dtype)`` draws a matching target. ``fd=False``
-    skips the finite-difference reference, for inputs where central differences straddle a kink or a
-    tie and so are not the derivative. ``probes`` says, for an edge entry, which assumption boundary of
-    the rule its inputs sit on.
+    Fields:
+      name: the row's name in the table (unique within a catalog).
+      make: a function of no arguments returning the :class:`~fnnet.core.Layer` or :class:`~fnnet.core.Loss`.
+      in_shape: the shape of one example, without the batch axis (for a loss: of one prediction).
+      batch: the batch size of the checked input (default 3).
+      train: passed to a layer's forward (``train=False``: eval mode, e.g. BatchNorm's running statistics).
+      needs_key: the forward takes a PRNG key (e.g. Dropout); a fixed one is drawn.
+      sample: ``sample(key, shape, dtype)`` draws the input, ``shape`` with the batch axis (default: standard
+        normal); push inputs off kinks so that central differences are the derivative.
+      target: losses only, and what makes an entry a loss: ``target(key, pred, dtype)`` draws a target
+        matching ``pred``.
+      fd: ``False`` skips the finite-difference reference, for inputs where central differences straddle a kink
+        or a tie and so are not the derivative (autodiff and the adjoint identity still check the rule).
+      probes: for an edge entry, which assumption boundary of the rule its inputs sit on.
+
+    A layer: ``Entry("Square", Square, (5,))`` (``Square()`` returns a ``Layer``; checked at inputs of shape
+    (3, 5) with ``init(key, (5,), dtype)`` parameters). A loss: ``Entry("my_mse", lambda: my_mse, (4,),
+    target=lambda key, pred, dtype: jax.random.normal(key, pred.shape, dtype))``.
     """
 
     name: str
@@ -253,16 +267,34 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
     with jax.enable_x64(dtype == jnp.float64):
         k_init, k_x, k_t, k_fwd, k_rng = jax.random.split(jax.random.key(seed), 5)
         lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
-        x = (entry.sample or _normal)(k_x, lead + tuple(entry.in_shape), dtype)
+        sample = entry.sample or _normal
+        x = _compiled_or_eager(lambda k: sample(k, lead + tuple(entry.in_shape), dtype), k_x)
         thing = entry.make()
         if is_loss(entry):
-            target = entry.target(k_t, x, dtype)
+            target = _compiled_or_eager(lambda k, pred: entry.target(k, pred, dtype), k_t, x)
             return check_loss(thing, x, target, transform=transform, rng=k_rng, finite_differences=entry.fd)
-        _, params = thing.init(k_init, tuple(entry.in_shape), dtype)
+        params = _compiled_or_eager(lambda k: thing.init(k, tuple(entry.in_shape), dtype)[1], k_init)
         key = k_fwd if entry.needs_key else None
         return check_layer(
             thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
         )
+
+
+_UNTRACEABLE = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+)
+
+
+def _compiled_or_eager(draw: Callable[..., Any], *operands: Any) -> Any:
+    """``draw(*operands)`` as one compiled program (an initializer or sampler is many small ops, each its own
+    compilation when run eagerly); eagerly where it is not traceable (a sampler shaping its draws with NumPy)."""
+    try:
+        return run_compiled(draw, bool(jax.config.jax_enable_x64), *operands)
+    except _UNTRACEABLE:
+        return draw(*operands)
 
 
 class CheckRow(NamedTuple):
@@ -284,12 +316,14 @@ def check_all(
     transforms: tuple[str, ...] = ("jit",),
     on_row: Callable[[CheckRow], None] | None = None,
     seed: int = 0,
+    on_report: Callable[[CheckRow, GradcheckReport], None] | None = None,
 ) -> list[CheckRow]:
     """Run :func:`check_entry` for every entry (default: all of :func:`entries`), dtype and transform.
 
-    ``on_row(row)`` is called as each row finishes (for progress output); ``seed`` draws the inputs
-    and probes. Returns the rows in order: entry, then dtype, then transform. ``fnnet check`` and the
-    ``gradient_checks`` experiment both run this one loop.
+    ``on_row(row)`` is called as each row finishes (for progress output), ``on_report(row, report)``
+    too, with the row's full :class:`~fnnet.checking.GradcheckReport` (per-leaf errors, worst indices,
+    hints); ``seed`` draws the inputs and probes. Returns the rows in order: entry, then dtype, then
+    transform. ``fnnet check`` and the ``gradient_checks`` experiment both run this one loop.
     """
     rows = []
     for entry in _every_entry() if entries is None else entries:
@@ -309,4 +343,6 @@ def check_all(
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)
+                if on_report is not None:
+                    on_report(row, r)
     return rows

@@ -24,6 +24,7 @@ The relative error of two arrays a, b is ‖a − b‖ / max(‖a‖, ‖b‖, t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,23 +37,35 @@ from fnnet.core import Layer, Loss
 
 
 class Tolerance(NamedTuple):
-    """Pass bars for one dtype: relative error vs autodiff, vs finite differences, and the FD step."""
+    """Pass bars for one dtype: relative error vs autodiff, vs finite differences, the FD step, the adjoint bar."""
 
     autodiff: float  # manual vs jax.grad, same dtype
     fd: float  # manual vs central finite differences (float64 where available)
     fd_eps: float  # the central-difference step, in the FD dtype
+    adjoint: float | None = None  # |<Jt,c> - <t,J^T c>| / max(|.|, |.|); None: the autodiff bar
+
+    @property
+    def adjoint_bar(self) -> float:
+        """The bar of the adjoint identity: ``adjoint``, or the autodiff bar where it is unset."""
+        return self.autodiff if self.adjoint is None else self.adjoint
 
 
 #: The one table of tolerances. float64 bars are the contract of every catalog entry; float32 is
 #: bounded by its own rounding (eps ≈ 1.2e-7 amplified through a few ops); half precisions are loose.
+#:
+#: The adjoint bar: both sides of ⟨J t, c⟩ = ⟨t, Jᵀ c⟩ are sums of n products of values each computed in the
+#: dtype with a relative rounding of a few u (u = eps/2, through the few ops of a rule), summed in float64. With
+#: random t and c the sums cancel: |Σ| ≈ Σ|terms| / √n, so the relative error is ≈ k·u·√n. For the catalog's
+#: sizes (n ≤ 10³, k ≤ 30) that is ≤ 6e-5 in float32 and ≤ 1e-13 in float64; the bars (1e-4, 1e-10) sit above
+#: with the same margin as the autodiff bars, and a wrong rule (a factor, a sign, a lost term) is off by O(1).
 TOLERANCES: dict[str, Tolerance] = {
-    "float64": Tolerance(autodiff=1e-10, fd=1e-6, fd_eps=1e-6),
-    "float32": Tolerance(autodiff=1e-4, fd=1e-3, fd_eps=1e-6),
-    "bfloat16": Tolerance(autodiff=5e-2, fd=1e-1, fd_eps=1e-6),
-    "float16": Tolerance(autodiff=1e-2, fd=5e-2, fd_eps=1e-6),
+    "float64": Tolerance(autodiff=1e-10, fd=1e-6, fd_eps=1e-6, adjoint=1e-10),
+    "float32": Tolerance(autodiff=1e-4, fd=1e-3, fd_eps=1e-6, adjoint=1e-4),
+    "bfloat16": Tolerance(autodiff=5e-2, fd=1e-1, fd_eps=1e-6, adjoint=5e-2),
+    "float16": Tolerance(autodiff=1e-2, fd=5e-2, fd_eps=1e-6, adjoint=1e-2),
 }
 #: Used for finite differences when float64 is unavailable (TPU): step and bar in float32.
-FD_FLOAT32 = Tolerance(autodiff=1e-4, fd=2e-2, fd_eps=1e-3)
+FD_FLOAT32 = Tolerance(autodiff=1e-4, fd=2e-2, fd_eps=1e-3, adjoint=1e-4)
 
 
 class GradcheckError(ValueError):
@@ -74,7 +87,12 @@ def relative_error(a: Any, b: Any) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class LeafReport:
-    """Errors of one pytree leaf of the gradient."""
+    """Errors of one pytree leaf of the gradient.
+
+    ``worst_autodiff`` is the index (into the leaf) of the largest |manual − autodiff|; ``worst_fd`` the probe
+    with the largest |FD − ⟨manual, v⟩|: an index into the leaf where probes are basis vectors (the leaf has
+    at most ``max_fd_elements`` entries), else the number of the random direction; ``None`` without probes.
+    """
 
     path: str
     shape: tuple[int, ...]
@@ -84,22 +102,33 @@ class LeafReport:
     rel_fd: float
     fd_probes: int  # directions probed (= leaf size when elementwise)
     ok: bool
+    worst_autodiff: tuple[int, ...] = ()
+    worst_fd: tuple[int, ...] | int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class GradcheckReport:
-    """The per-leaf result of :func:`gradcheck`; ``ok`` when every leaf passes every bar."""
+    """The per-leaf result of :func:`gradcheck`; ``ok`` when every leaf passes every bar.
+
+    ``hints`` are one-line diagnoses of a failure whose pattern points to a typical bug (a constant ratio
+    to the reference, a sign flip, a transposed or zero gradient, an error confined to one leaf).
+    """
 
     leaves: tuple[LeafReport, ...]
     dtype: str
     fd_dtype: str
     tolerance: Tolerance
     dot_error: float | None = None  # |⟨Jt, c⟩ − ⟨t, Jᵀc⟩| / max(...), layers only
+    hints: tuple[str, ...] = ()
+
+    @property
+    def dot_ok(self) -> bool:
+        """The adjoint identity holds within ``tolerance.adjoint_bar`` (or was not checked)."""
+        return self.dot_error is None or self.dot_error <= self.tolerance.adjoint_bar
 
     @property
     def ok(self) -> bool:
-        dot_ok = self.dot_error is None or self.dot_error <= self.tolerance.autodiff
-        return dot_ok and all(leaf.ok for leaf in self.leaves)
+        return self.dot_ok and all(leaf.ok for leaf in self.leaves)
 
     @property
     def rel_autodiff(self) -> float:
@@ -108,6 +137,14 @@ class GradcheckReport:
     @property
     def rel_fd(self) -> float:
         return max((leaf.rel_fd for leaf in self.leaves), default=0.0)
+
+    @property
+    def abs_autodiff(self) -> float:
+        return max((leaf.abs_autodiff for leaf in self.leaves), default=0.0)
+
+    @property
+    def abs_fd(self) -> float:
+        return max((leaf.abs_fd for leaf in self.leaves), default=0.0)
 
     @property
     def failures(self) -> list[str]:
@@ -119,17 +156,27 @@ class GradcheckReport:
         head = (
             f"gradcheck ({self.dtype}; {fd}): {'PASS' if self.ok else 'FAIL'}  "
             f"bars: rel vs autodiff <= {t.autodiff:.0e}, rel vs FD <= {t.fd:.0e}"
+            + (f", adjoint <= {t.adjoint_bar:.0e}" if self.dot_error is not None else "")
         )
-        rows = [f"{'leaf':<28} {'shape':<16} {'rel autodiff':>12} {'rel FD':>10} {'probes':>6}  ok"]
+        rows = [
+            f"{'leaf':<24} {'shape':<14} {'rel autodiff':>12} {'abs':>8} {'worst at':<10} "
+            f"{'rel FD':>8} {'abs':>8} {'worst at':<10} {'probes':>6}  ok"
+        ]
         for leaf in self.leaves:
+            worst_fd = "-" if leaf.worst_fd is None else str(leaf.worst_fd)
             rows.append(
-                f"{leaf.path:<28} {str(leaf.shape):<16} {leaf.rel_autodiff:>12.2e} "
-                f"{leaf.rel_fd:>10.2e} {leaf.fd_probes:>6}  {'yes' if leaf.ok else 'NO'}"
+                f"{leaf.path:<24} {str(leaf.shape):<14} {leaf.rel_autodiff:>12.2e} {leaf.abs_autodiff:>8.1e} "
+                f"{str(leaf.worst_autodiff):<10} {leaf.rel_fd:>8.2e} {leaf.abs_fd:>8.1e} {worst_fd:<10} "
+                f"{leaf.fd_probes:>6}  {'yes' if leaf.ok else 'NO'}"
             )
         if self.dot_error is not None:
-            rows.append(f"adjoint identity <Jt,c> = <t,J^T c>: rel error {self.dot_error:.2e}")
+            rows.append(
+                f"adjoint identity <Jt,c> = <t,J^T c>: rel error {self.dot_error:.2e} "
+                f"(bar {t.adjoint_bar:.0e}): {'yes' if self.dot_ok else 'NO'}"
+            )
         if not self.ok:
             rows.append("wrong: " + ", ".join(self.failures or ["adjoint identity"]))
+        rows.extend(f"hint: {h}" for h in self.hints)
         return "\n".join([head, *rows])
 
 
@@ -154,11 +201,266 @@ def _paths(primal: tuple, names: Sequence[str]) -> list[str]:
     return [names[p[0].idx] + jax.tree_util.keystr(p[1:]) for p, _ in flat]
 
 
-def _fd_directions(key: Any, size: int, max_elements: int, n_directions: int) -> np.ndarray:
-    if size <= max_elements:
-        return np.eye(size)
-    v = np.asarray(jax.random.normal(key, (n_directions, size), jnp.float32), np.float64)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+# ----------------------------------------------------------------------------------------------
+# The fused check: rule, references and probes in one compiled program
+#
+# Checking a rule costs almost nothing to run and a great deal to compile: eagerly, every primitive of
+# jax.grad, of the jvp and of each leaf's probes is its own XLA program. So each check is one traced
+# function, compiled once: the rule and jax.grad in the arguments' dtype (under the caller's x64 setting),
+# then, in float64, the central differences of every leaf along all its probes (one vmap per leaf) and the
+# two sides of the adjoint identity. It returns the manual and autodiff leaves and the probe values; the
+# errors, worst indices and hints are computed from them on the host in float64.
+
+
+class _Probe(NamedTuple):
+    """How one leaf is probed: ``count`` directions, basis vectors when ``elementwise``."""
+
+    count: int
+    elementwise: bool
+
+
+def _probes(primal_leaves: Sequence[Any], max_fd_elements: int, n_directions: int) -> list[_Probe | None]:
+    out = []
+    for p in primal_leaves:
+        if not jnp.issubdtype(jnp.result_type(p), jnp.floating):
+            out.append(None)
+        else:
+            size = int(np.prod(jnp.shape(p), dtype=np.int64))
+            out.append(_Probe(size, True) if size <= max_fd_elements else _Probe(n_directions, False))
+    return out
+
+
+def _directions(key: Any, size: int, probe: _Probe, dtype: Any) -> jax.Array:
+    """The unit probe directions of a leaf of ``size`` entries, one per row (traced)."""
+    if probe.elementwise:
+        return jnp.eye(size, dtype=dtype)
+    v = jax.random.normal(key, (probe.count, size), jnp.float32).astype(dtype)
+    return v / jnp.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _check_structure(primal: tuple, manual: tuple, paths: Sequence[str]) -> None:
+    s_primal, s_manual = jax.tree_util.tree_structure(primal), jax.tree_util.tree_structure(manual)
+    if s_primal != s_manual:
+        raise GradcheckError(
+            f"grad_fn returned a pytree of structure {s_manual}, but the differentiated argument(s) "
+            f"have structure {s_primal}; return one gradient leaf per parameter leaf"
+        )
+    for path, g, p in zip(paths, jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(primal)):
+        g_shape, p_shape = tuple(jnp.shape(g)), tuple(jnp.shape(p))
+        if g_shape != p_shape:
+            transposed = " (transposed?)" if len(p_shape) == 2 and g_shape == p_shape[::-1] else ""
+            raise GradcheckError(f"gradient leaf {path} has shape {g_shape}, its parameter {p_shape}{transposed}")
+
+
+class _Setup(NamedTuple):
+    """What the traced part of a check needs to know besides its operands (hashable: no arrays)."""
+
+    nums: tuple[int, ...]
+    probes: tuple[_Probe | None, ...]
+    eps: float
+    fd: bool  # probe with finite differences
+    use64: bool  # FD in float64
+    user_x64: bool  # the caller's x64 setting, under which rule and autodiff are traced
+
+
+def _measure(setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tuple, k_fd: Any) -> dict:
+    """Traced: autodiff gradient of ``loss_fn`` and the FD probes of every leaf, next to ``manual``.
+
+    Returns ``manual`` and ``auto`` (leaf lists, the arguments' dtype) and, per floating leaf, ``fd`` (the
+    central differences along each probe) and ``proj`` (⟨manual, v⟩ for the same probes), in float64.
+    """
+    nums = setup.nums
+    primal = tuple(args[n] for n in nums)
+    with jax.enable_x64(setup.user_x64):
+        auto = jax.grad(loss_fn, argnums=nums)(*args)
+    out = {"manual": jax.tree_util.tree_leaves(manual), "auto": jax.tree_util.tree_leaves(auto), "fd": [], "proj": []}
+    if not setup.fd:
+        return out
+    fd_dtype = jnp.float64 if setup.use64 else jnp.float32
+    eps = setup.eps
+    base_args = list(_to(args, fd_dtype))
+    base_leaves, treedef = jax.tree_util.tree_flatten(_to(primal, fd_dtype))
+    keys = jax.random.split(k_fd, max(len(base_leaves), 1))
+    probed = [i for i, probe in enumerate(setup.probes) if probe is not None]
+
+    def loss_at(flat):
+        """The loss at the probed leaves' values ``flat`` (concatenated, raveled), the others at their base."""
+        new, offset = list(base_leaves), 0
+        for i in probed:
+            new[i] = flat[offset : offset + base_leaves[i].size].reshape(base_leaves[i].shape)
+            offset += base_leaves[i].size
+        call = list(base_args)
+        for n, sub in zip(nums, jax.tree_util.tree_unflatten(treedef, new)):
+            call[n] = sub
+        return loss_fn(*call)
+
+    # All probes of all leaves as rows of one (P, N) matrix over the N probed entries, each row supported on
+    # its leaf's columns; one vmap over the P rows evaluates every central difference.
+    base = jnp.concatenate([base_leaves[i].ravel() for i in probed])
+    grad = jnp.concatenate([manual_leaf.astype(fd_dtype).ravel() for manual_leaf in (out["manual"][i] for i in probed)])
+    blocks, offset = [], 0
+    for i in probed:
+        size = base_leaves[i].size
+        d = _directions(keys[i], size, setup.probes[i], fd_dtype)
+        blocks.append(jnp.pad(d, ((0, 0), (offset, base.size - offset - size))))
+        offset += size
+    dirs = jnp.concatenate(blocks)
+    fd = jax.vmap(lambda d: (loss_at(base + eps * d) - loss_at(base - eps * d)) / (2 * eps))(dirs).astype(fd_dtype)
+    proj = dirs @ grad
+    bounds = np.cumsum([setup.probes[i].count for i in probed])[:-1]
+    out["fd"], out["proj"] = jnp.split(fd, bounds), jnp.split(proj, bounds)
+    return out
+
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 512
+#: A check's program runs once on tiny inputs, so compile time is all its cost: LLVM at -O0 and without its
+#: expensive passes compiles it in a fraction of the time; the results are the same IEEE operations.
+_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def run_compiled(program: Callable[..., Any], use64: bool, *operands: Any) -> Any:
+    """Run ``program(*operands)`` as one compiled XLA program, traced with x64 on when ``use64``.
+
+    Compiled programs are kept (up to ``_COMPILED_MAX``, least recently used dropped) under their lowered
+    text and pytree structures, so checks with the same computation share one compilation even when their
+    Python closures differ (two ``Dense(4)`` layers, a second ``check_all``).
+    """
+    with jax.enable_x64(use64):
+        lowered = jax.jit(program).lower(*operands)
+        avals = [(jnp.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(operands)]
+        key = (lowered.as_text(), str(lowered.in_tree), str(lowered.out_tree), str(avals))
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            compiled = lowered.compile(_COMPILER_OPTIONS)
+            _COMPILED[key] = compiled
+            if len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.popitem(last=False)
+        else:
+            _COMPILED.move_to_end(key)
+        return jax.device_get(compiled(*operands))
+
+
+def _host(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _worst(diff: np.ndarray) -> tuple[int, ...]:
+    if diff.size == 0:
+        return ()
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+
+
+def _report(
+    out: dict,
+    paths: Sequence[str],
+    setup: _Setup,
+    dtype: str,
+    tol: Tolerance,
+    fd_tol: Tolerance,
+    dot_error: float | None = None,
+    batch: int | None = None,
+) -> GradcheckReport:
+    """Errors, worst indices and hints of one check, in float64 on the host, from ``_measure``'s outputs."""
+    reports, pairs = [], []
+    fd_values = iter(zip(out["fd"], out["proj"]))
+    for path, m, a, probe in zip(paths, out["manual"], out["auto"], setup.probes):
+        if probe is None:
+            continue
+        m, a = _host(m), _host(a)
+        diff = np.abs(m - a)
+        abs_ad, rel_ad, worst_ad = float(np.max(diff, initial=0.0)), relative_error(m, a), _worst(diff)
+        pairs.append((path, m, a))
+        if not setup.fd:
+            reports.append(LeafReport(path, m.shape, abs_ad, rel_ad, 0.0, 0.0, 0, rel_ad <= tol.autodiff, worst_ad))
+            continue
+        fd, proj = (_host(v) for v in next(fd_values))
+        fd_diff = np.abs(fd - proj)
+        k = int(np.argmax(fd_diff)) if fd_diff.size else 0
+        worst_fd = (tuple(int(i) for i in np.unravel_index(k, m.shape)) if m.ndim else ()) if probe.elementwise else k
+        rel_fd = relative_error(fd, proj)
+        ok = bool(rel_ad <= tol.autodiff and rel_fd <= fd_tol.fd)
+        reports.append(
+            LeafReport(path, m.shape, abs_ad, rel_ad, float(np.max(fd_diff, initial=0.0)), rel_fd, probe.count, ok)
+        )
+        reports[-1] = dataclasses.replace(reports[-1], worst_autodiff=worst_ad, worst_fd=worst_fd)
+    fd_name = ("float64" if setup.use64 else "float32") if setup.fd else "skipped"
+    report = GradcheckReport(tuple(reports), dtype, fd_name, fd_tol, dot_error)
+    return dataclasses.replace(report, hints=tuple(_hints(report, pairs, tol, batch)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Hints: the pattern of a failure
+
+
+def _ratio_hint(path: str, r: float, batch: int | None) -> str:
+    """Name the bug a constant ratio ``r`` = manual / reference points to."""
+    said = f"{path}: manual = {r:.6g} x reference everywhere"
+    if abs(r + 1) <= 1e-3:
+        return f"{path}: manual = -reference (ratio {r:.6g}): a sign flip"
+    if batch is not None and batch > 1:
+        if abs(r * batch - 1) <= 1e-3:
+            return f"{said} = 1/B (B = {batch}, the batch): a mean over the batch where the forward sums"
+        if abs(r / batch - 1) <= 1e-3:
+            return f"{said} = B (B = {batch}, the batch): a missing 1/B (a sum where the forward takes the mean)"
+    k = round(r)
+    if k >= 2 and abs(r / k - 1) <= 1e-3:
+        return f"{said}: a spurious factor {k} (e.g. 2 from d(x^2) = 2x counted twice)"
+    k = round(1 / r)
+    if k >= 2 and abs(r * k - 1) <= 1e-3:
+        return f"{said}: a missing factor {k} (e.g. 2 from d(x^2) = 2x), or a mean over {k} where a sum belongs"
+    return f"{said}: a constant factor is wrong"
+
+
+def _leaf_hint(path: str, m: np.ndarray, a: np.ndarray, bar: float, batch: int | None) -> str | None:
+    tiny = np.finfo(np.float64).tiny
+    norm_a, norm_m = np.linalg.norm(a), np.linalg.norm(m)
+    if norm_a <= tiny:
+        return None
+    if norm_m <= tiny:
+        return f"{path}: the rule returns zeros where the reference does not (a dropped term or path)"
+    r = float(np.vdot(m, a) / np.vdot(a, a))
+    if r != 0 and np.linalg.norm(m - r * a) <= bar * norm_m:
+        return _ratio_hint(path, r, batch)
+    if m.ndim == 2 and m.shape[0] == m.shape[1] and relative_error(m, a.T) <= bar:
+        return f"{path}: manual = reference^T: a transposed gradient (e.g. dy W where dy W^T belongs)"
+    scale = float(np.max(np.abs(a)))
+    lost = (m == 0) & (np.abs(a) > bar * scale)
+    if lost.any() and relative_error(np.where(lost, a, m), a) <= bar:
+        return (
+            f"{path}: zero at {int(lost.sum())} of {m.size} entries where the reference is not "
+            f"(first at {_worst(lost.astype(np.float64))}); right elsewhere: a masked or dropped term"
+        )
+    return None
+
+
+def _hints(report: GradcheckReport, pairs: Sequence[tuple], tol: Tolerance, batch: int | None) -> list[str]:
+    """One-line diagnoses of ``report``'s failure, from the manual and autodiff leaves ``pairs``."""
+    if report.ok:
+        return []
+    bar = min(max(10 * tol.autodiff, 1e-6), 1e-2)
+    wrong = {leaf.path for leaf in report.leaves if leaf.rel_autodiff > tol.autodiff}
+    hints = [h for path, m, a in pairs if path in wrong for h in [_leaf_hint(path, m, a, bar, batch)] if h]
+    if len(wrong) == 1 and len(pairs) > 1:
+        (path,) = wrong
+        others = "leaf agrees" if len(pairs) == 2 else f"{len(pairs) - 1} leaves agree"
+        hints.append(
+            f"the error is confined to one leaf, {path}; the other {others}: look at that leaf's term alone "
+            "(e.g. a bias gradient not summed over the batch)"
+        )
+    fd_only = [leaf.path for leaf in report.leaves if not leaf.ok and leaf.path not in wrong]
+    if fd_only and not wrong:
+        hints.append(
+            f"{', '.join(fd_only)}: the rule agrees with jax.grad but not with finite differences: the function is "
+            "not differentiable at these inputs (a kink, a tie; finite_differences=False skips FD there), "
+            "or its autodiff is itself overridden (a custom_vjp)"
+        )
+    if not report.dot_ok and not wrong:
+        hints.append(
+            "the gradients agree with jax.grad but not <Jt,c> = <t,J^T c>: the forward's jvp (a custom_jvp?) "
+            "disagrees with its vjp"
+        )
+    return hints
 
 
 def gradcheck(
@@ -176,9 +478,10 @@ def gradcheck(
     """Compare ``grad_fn(*args)`` with ``jax.grad(loss_fn, argnums)(*args)`` and finite differences.
 
     Args:
-      loss_fn: a scalar function of ``args`` written in ``jax.numpy``.
-      grad_fn: the gradient under test; returns the gradient w.r.t. ``args[argnums]`` (a tuple of
-        them when ``argnums`` is a sequence), with the same pytree structure.
+      loss_fn: a scalar function of ``args`` written in ``jax.numpy`` (it is traced and compiled).
+      grad_fn: the gradient under test, called as written (it need not be jittable); returns the gradient
+        w.r.t. ``args[argnums]`` (a tuple of them when ``argnums`` is a sequence), with the same pytree
+        structure.
       argnums: which argument(s) to differentiate, as in ``jax.grad``.
       tolerance: the bars; by default the row of :data:`TOLERANCES` for the arguments' dtype.
       max_fd_elements: leaves up to this size are checked element by element; larger ones along
@@ -198,95 +501,57 @@ def gradcheck(
     for n in nums:
         if not -len(args) <= n < len(args):
             raise GradcheckError(f"argnums={argnums} but gradcheck got only {len(args)} argument(s)")
+    nums = tuple(n % len(args) for n in nums)
+    args = tuple(jax.tree_util.tree_map(jnp.asarray, args))
     primal = tuple(args[n] for n in nums)
     names = [arg_names[n] if arg_names else f"args[{n}]" for n in nums]
+    paths = _paths(primal, names)
     dtype = _dtype_name(primal)
     tol = tolerance or TOLERANCES.get(dtype, TOLERANCES["float32"])
 
     manual = grad_fn(*args)
-    manual = manual if multi else (manual,)
-    auto = jax.grad(loss_fn, argnums=nums)(*args)
-    s_primal, s_manual = jax.tree_util.tree_structure(primal), jax.tree_util.tree_structure(manual)
-    if s_primal != s_manual:
-        raise GradcheckError(
-            f"grad_fn returned a pytree of structure {s_manual}, but the differentiated argument(s) "
-            f"have structure {s_primal}; return one gradient leaf per parameter leaf"
-        )
-    for path, g, p in zip(_paths(primal, names), jax.tree_util.tree_leaves(manual), jax.tree_util.tree_leaves(primal)):
-        if jnp.shape(g) != jnp.shape(p):
-            raise GradcheckError(f"gradient leaf {path} has shape {jnp.shape(g)}, its parameter {jnp.shape(p)}")
+    manual = tuple(manual) if multi else (manual,)
+    _check_structure(primal, manual, paths)
 
     use64 = x64_available()
     fd_tol = tol if use64 else FD_FLOAT32
-    eps = fd_tol.fd_eps
-    leaves_p, treedef = jax.tree_util.tree_flatten(primal)
-    m_leaves = [np.asarray(g, np.float64) for g in jax.tree_util.tree_leaves(manual)]
-    a_leaves = [np.asarray(g, np.float64) for g in jax.tree_util.tree_leaves(auto)]
-    paths = _paths(primal, names)
-    keys = jax.random.split(key, max(len(leaves_p), 1))
+    probes = _probes(jax.tree_util.tree_leaves(primal), max_fd_elements, n_directions)
+    setup = _Setup(nums, tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
 
-    reports = []
-    with jax.enable_x64(use64):
-        fd_dtype = jnp.float64 if use64 else jnp.float32
-        base_args = list(_to(args, fd_dtype))
-        base_leaves = jax.tree_util.tree_leaves(_to(primal, fd_dtype))
+    def program(args, manual, k_fd):
+        return _measure(setup, loss_fn, manual, args, k_fd)
 
-        def f_of_leaf(i, leaf_value):
-            new = list(base_leaves)
-            new[i] = leaf_value
-            tree = jax.tree_util.tree_unflatten(treedef, new)
-            call = list(base_args)
-            for n, sub in zip(nums, tree):
-                call[n] = sub
-            return loss_fn(*call)
-
-        for i, (path, p) in enumerate(zip(paths, base_leaves)):
-            if not jnp.issubdtype(p.dtype, jnp.floating):
-                continue
-            abs_ad = float(np.max(np.abs(m_leaves[i] - a_leaves[i]), initial=0.0))
-            rel_ad = relative_error(m_leaves[i], a_leaves[i])
-            if not finite_differences:
-                reports.append(LeafReport(path, tuple(p.shape), abs_ad, rel_ad, 0.0, 0.0, 0, rel_ad <= tol.autodiff))
-                continue
-            dirs = _fd_directions(keys[i], p.size, max_fd_elements, n_directions)
-            v = jnp.asarray(dirs.reshape((-1,) + p.shape), fd_dtype)
-            central = jax.jit(
-                jax.vmap(lambda d, i=i, p=p: (f_of_leaf(i, p + eps * d) - f_of_leaf(i, p - eps * d)) / (2 * eps))
-            )
-            fd = np.asarray(central(v), np.float64)
-            proj = dirs @ m_leaves[i].ravel()
-            rel_fd = relative_error(fd, proj)
-            ok = bool(rel_ad <= tol.autodiff and rel_fd <= fd_tol.fd)
-            reports.append(
-                LeafReport(
-                    path,
-                    tuple(p.shape),
-                    abs_ad,
-                    rel_ad,
-                    float(np.max(np.abs(fd - proj), initial=0.0)),
-                    rel_fd,
-                    len(dirs),
-                    ok,
-                )
-            )
-    fd_name = ("float64" if use64 else "float32") if finite_differences else "skipped"
-    return GradcheckReport(tuple(reports), dtype, fd_name, fd_tol)
+    out = run_compiled(program, use64, args, manual, key)
+    return _report(out, paths, setup, dtype, tol, fd_tol)
 
 
 # ----------------------------------------------------------------------------------------------
 # Layers and losses: the three-way check of a hand-written rule
 
 
-def _vdot(a: Any, b: Any) -> float:
-    total = 0.0
+def _vdot64(a: Any, b: Any) -> jax.Array:
+    """Traced: Σ a·b over the floating leaves of two pytrees, in float64 (the program traces with x64 on)."""
+    total = jnp.zeros((), jnp.float64)
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         if jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            total += float(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)))
+            total = total + jnp.vdot(x.astype(jnp.float64), y.astype(jnp.float64))
     return total
 
 
 def _scalar_error(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), np.finfo(np.float64).tiny)
+
+
+def _tangent(k_t: Any, tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), tree)
+
+
+def _checked_rule(transform: str, rule: Callable[..., Any], *operands: Any) -> Any:
+    """The rule's output for a check: ``None`` (traced inside the program) unless ``transform`` is "none",
+    where the rule runs eagerly, op by op, as written."""
+    if transform not in ("none", "jit", "vmap"):
+        raise ValueError(f"transform={transform!r}: use 'none', 'jit' or 'vmap'")
+    return rule(*operands) if transform == "none" else None
 
 
 def check_layer(
@@ -303,32 +568,27 @@ def check_layer(
 ) -> GradcheckReport:
     """Check ``layer.backward`` three ways at (params, x).
 
-    With a random cotangent c, the scalar ⟨c, f(θ, x)⟩ has gradient Jᵀc, so :func:`gradcheck`
-    compares the rule with ``jax.vjp`` (through ``jax.grad``) and with finite differences; then the
-    adjoint identity ⟨J t, c⟩ = ⟨t, Jᵀ c⟩ is checked with a random tangent t and ``jax.jvp``.
+    With a random cotangent c, the scalar ⟨c, f(θ, x)⟩ has gradient Jᵀc, so the rule is compared with
+    ``jax.grad`` of it (a vjp) and with finite differences (as :func:`gradcheck`); then the adjoint
+    identity ⟨J t, c⟩ = ⟨t, Jᵀ c⟩ is checked with a random tangent t and ``jax.jvp``, within
+    ``TOLERANCES[dtype].adjoint``. All of it is one compiled program.
 
-    ``transform``: ``"none"``, ``"jit"`` (rule and references jitted), or ``"vmap"``: ``x`` carries
-    a leading axis of independent problems, each with its own batch; the rule is vmapped over it and
-    its parameter gradients summed, as the gradient of Σ_k ⟨c_k, f(θ, x_k)⟩ requires.
+    ``transform``: ``"none"`` (the rule runs eagerly, op by op; the references are compiled), ``"jit"``
+    (the rule is traced into the program), or ``"vmap"``: ``x`` carries a leading axis of independent
+    problems, each with its own batch; the rule is vmapped over it and its parameter gradients summed, as
+    the gradient of Σ_k ⟨c_k, f(θ, x_k)⟩ requires.
 
     ``finite_differences=False`` skips that reference where it is undefined (see :func:`gradcheck`).
     """
     rng = jax.random.key(1) if rng is None else rng
-    k_c, k_t, k_fd = jax.random.split(rng, 3)
+    params, x = jax.tree_util.tree_map(jnp.asarray, (params, x))
 
     def apply(p, xx):
         if transform == "vmap":
             return jax.vmap(lambda xi: layer.forward(p, xi, key=key, train=train)[0])(xx)
         return layer.forward(p, xx, key=key, train=train)[0]
 
-    y = apply(params, x)
-    c = jax.random.normal(k_c, y.shape, y.dtype)
-
-    def loss_fn(p, xx):
-        out = apply(p, xx)
-        return jnp.sum(c.astype(out.dtype) * out)
-
-    def manual(p, xx):
+    def manual(p, xx, c):
         if transform == "vmap":
 
             def one(xi, ci):
@@ -338,27 +598,45 @@ def check_layer(
             dps, dx = jax.vmap(one)(xx, c)
             return jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), dps), dx
         _, cache = layer.forward(p, xx, key=key, train=train)
-        return layer.backward(p, cache, c.astype(y.dtype))
+        return layer.backward(p, cache, c)
 
-    grad_fn = jax.jit(manual) if transform in ("jit", "vmap") else manual
-    ref_fn = jax.jit(loss_fn) if transform in ("jit", "vmap") else loss_fn
-    report = gradcheck(
-        ref_fn,
-        grad_fn,
-        params,
-        x,
-        argnums=(0, 1),
-        tolerance=tolerance,
-        key=k_fd,
-        arg_names=("params", "x"),
-        finite_differences=finite_differences,
-    )
+    y = jax.eval_shape(apply, params, x)
 
-    t = jax.tree_util.tree_map(lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), (params, x))
-    _, jt = jax.jvp(apply, (params, x), t)
-    lhs = _vdot(jt, c)
-    rhs = _vdot(t, grad_fn(params, x))
-    return dataclasses.replace(report, dot_error=_scalar_error(lhs, rhs))
+    def cotangent(k_c):
+        return jax.random.normal(k_c, y.shape, y.dtype)
+
+    eager = _checked_rule(transform, lambda p, xx: manual(p, xx, cotangent(jax.random.split(rng, 3)[0])), params, x)
+    primal = (params, x)
+    paths = _paths(primal, ("params", "x"))
+    dtype = _dtype_name(primal)
+    tol = tolerance or TOLERANCES.get(dtype, TOLERANCES["float32"])
+    use64 = x64_available()
+    fd_tol = tol if use64 else FD_FLOAT32
+    probes = _probes(jax.tree_util.tree_leaves(primal), 64, 8)
+    setup = _Setup((0, 1), tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
+
+    def program(params, x, eager, rng):
+        with jax.enable_x64(setup.user_x64):
+            k_c, k_t, k_fd = jax.random.split(rng, 3)
+            c = cotangent(k_c)
+            grads = eager if eager is not None else manual(params, x, c)
+            grads = tuple(grads)
+            _check_structure(primal, grads, paths)
+            t = _tangent(k_t, (params, x))
+            _, jt = jax.jvp(apply, (params, x), t)
+
+        def loss_fn(p, xx):
+            out = apply(p, xx)
+            return jnp.sum(c.astype(out.dtype) * out)
+
+        out = _measure(setup, loss_fn, grads, (params, x), k_fd)
+        out["dot"] = (_vdot64(jt, c), _vdot64(t, grads))
+        return out
+
+    out = run_compiled(program, use64, params, x, eager, rng)
+    dot = _scalar_error(*(float(v) for v in out["dot"]))
+    batch = int(x.shape[1] if transform == "vmap" else x.shape[0]) if x.ndim > 1 else None
+    return _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
 
 
 def check_loss(
@@ -371,28 +649,47 @@ def check_loss(
     tolerance: Tolerance | None = None,
     finite_differences: bool = True,
 ) -> GradcheckReport:
-    """Check ``loss.backward`` against ``jax.grad``, finite differences and the adjoint identity.
+    """Check ``loss.backward`` against ``jax.grad``, finite differences and the adjoint identity, in one
+    compiled program.
 
-    ``transform="vmap"`` vmaps forward and rule over a leading axis of independent batches;
-    ``finite_differences=False`` skips that reference (see :func:`gradcheck`).
+    ``transform``: as in :func:`check_layer` (``"vmap"`` vmaps forward and rule over a leading axis of
+    independent batches); ``finite_differences=False`` skips that reference (see :func:`gradcheck`).
     """
     rng = jax.random.key(1) if rng is None else rng
-    k_t, k_fd = jax.random.split(rng)
+    pred, target = jax.tree_util.tree_map(jnp.asarray, (pred, target))
 
-    def value(p):
+    def value(p, tt):
         if transform == "vmap":
-            return jnp.sum(jax.vmap(lambda pi, ti: loss.forward(pi, ti)[0])(p, target))
-        return loss.forward(p, target)[0]
+            return jnp.sum(jax.vmap(lambda pi, ti: loss.forward(pi, ti)[0])(p, tt))
+        return loss.forward(p, tt)[0]
 
-    def manual(p):
+    def manual(p, tt):
         if transform == "vmap":
-            return jax.vmap(lambda pi, ti: loss.backward(loss.forward(pi, ti)[1]))(p, target)
-        return loss.backward(loss.forward(p, target)[1])
+            return jax.vmap(lambda pi, ti: loss.backward(loss.forward(pi, ti)[1]))(p, tt)
+        return loss.backward(loss.forward(p, tt)[1])
 
-    grad_fn = jax.jit(manual) if transform in ("jit", "vmap") else manual
-    report = gradcheck(
-        value, grad_fn, pred, tolerance=tolerance, key=k_fd, arg_names=("pred",), finite_differences=finite_differences
+    eager = _checked_rule(transform, manual, pred, target)
+    paths = _paths((pred,), ("pred",))
+    dtype = _dtype_name((pred,))
+    tol = tolerance or TOLERANCES.get(dtype, TOLERANCES["float32"])
+    use64 = x64_available()
+    fd_tol = tol if use64 else FD_FLOAT32
+    setup = _Setup(
+        (0,), tuple(_probes([pred], 64, 8)), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64)
     )
-    t = jax.random.normal(k_t, jnp.shape(pred), jnp.result_type(pred))
-    _, jt = jax.jvp(value, (pred,), (t,))
-    return dataclasses.replace(report, dot_error=_scalar_error(float(jt), _vdot(t, grad_fn(pred))))
+
+    def program(pred, target, eager, rng):
+        with jax.enable_x64(setup.user_x64):
+            k_t, k_fd = jax.random.split(rng)
+            grad = eager if eager is not None else manual(pred, target)
+            _check_structure((pred,), (grad,), paths)
+            t = jax.random.normal(k_t, jnp.shape(pred), jnp.result_type(pred))
+            _, jt = jax.jvp(lambda p: value(p, target), (pred,), (t,))
+        out = _measure(setup, value, (grad,), (pred, target), k_fd)
+        out["dot"] = (jt.astype(jnp.float64), _vdot64(t, grad))
+        return out
+
+    out = run_compiled(program, use64, pred, target, eager, rng)
+    dot = _scalar_error(*(float(v) for v in out["dot"]))
+    batch = int(pred.shape[1] if transform == "vmap" else pred.shape[0]) if pred.ndim > 1 else None
+    return _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
