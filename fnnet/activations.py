@@ -361,22 +361,74 @@ def _layer(label: str, fwd: Callable, bwd: Callable, **kwargs) -> Layer:
         check_no_params(label, params)
         return (), bwd(cache, dy, **kwargs)
 
-    return Layer(init, forward, backward)
+    return Layer(init, forward, backward, name=label.removesuffix("()"))
 
 
 def Sigmoid() -> Layer:
+    """The logistic sigmoid as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = σ(x) = 1 / (1 + e^{−x}), without overflow for large ``abs(x)``; σ(NaN) = NaN.
+
+    Derivative:
+        σ'(x) = σ(x)(1 − σ(x)) = y(1 − y), at most 1/4 (at x = 0); the rule is dx = dy · y(1 − y),
+        computed from the cached output alone.
+
+    Kink:
+        None: σ is smooth. σ'(±∞) = 0.
+    """
     return _layer("Sigmoid()", sigmoid_forward, sigmoid_backward)
 
 
 def Tanh() -> Layer:
+    """The hyperbolic tangent as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = tanh(x) = (e^x − e^{−x}) / (e^x + e^{−x}); tanh(NaN) = NaN.
+
+    Derivative:
+        tanh'(x) = 1 − tanh²(x) = 1 − y²; the rule is dx = dy · (1 − y²), from the cached output.
+
+    Kink:
+        None: tanh is smooth. tanh'(±∞) = 0.
+    """
     return _layer("Tanh()", tanh_forward, tanh_backward)
 
 
 def Relu() -> Layer:
+    """The rectified linear unit as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = max(x, 0): x for x > 0, else 0; relu(NaN) = NaN.
+
+    Derivative:
+        relu'(x) = 1[x > 0]; the rule is dx = dy · 1[x > 0], from a boolean mask (1 byte per element).
+
+    Kink:
+        relu'(0) = 0, as ``jax.nn.relu`` and PyTorch; ``jax.grad`` of fnnet's forward agrees.
+    """
     return _layer("Relu()", relu_forward, relu_backward)
 
 
 def LeakyRelu(alpha: float = 0.01) -> Layer:
+    """The leaky ReLU of slope ``alpha`` (α) as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = x for x ≥ 0, αx otherwise; NaN propagates.
+
+    Derivative:
+        leaky_relu'(x) = 1 for x ≥ 0, α otherwise; the rule is dx = dy · (1 if x ≥ 0 else α).
+
+    Kink:
+        leaky_relu'(0) = 1 (x ≥ 0 is the linear side), as ``jax.nn.leaky_relu``.
+
+    Args:
+        alpha: the slope for x < 0, a finite real number ≥ 0 (0 gives ReLU's values, with slope 1 at 0).
+
+    Raises:
+        TypeError: ``alpha`` is not a real number.
+        ValueError: ``alpha`` is negative or not finite.
+    """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
         raise TypeError(f"LeakyRelu: alpha must be a real number, got {alpha!r}")
     if not 0 <= alpha < math.inf:
@@ -385,23 +437,90 @@ def LeakyRelu(alpha: float = 0.01) -> Layer:
 
 
 def Gelu(approximate: bool = False) -> Layer:
+    """The Gaussian error linear unit (Hendrycks & Gimpel 2016, eq. 1-2) as a parameter-free Layer.
+
+    Forward:
+        exact (default): y = x Φ(x), Φ the standard normal CDF, Φ(x) = ½ erfc(−x/√2).
+        ``approximate=True``: y = ½ x (1 + tanh(u)), u = √(2/π)(x + 0.044715 x³).
+
+    Derivative:
+        exact: gelu'(x) = Φ(x) + x φ(x), φ(x) = e^{−x²/2}/√(2π).
+        tanh form: with t = tanh(u), gelu'(x) = ½(1 + t) + ½ x (1 − t²) √(2/π)(1 + 3 · 0.044715 x²).
+        The rule is dx = dy · gelu'(x), from the cached input.
+
+    Kink:
+        None: GELU is smooth. The limits hold at ±∞: gelu(−∞) = 0, gelu'(−∞) = 0, gelu'(+∞) = 1.
+
+    Args:
+        approximate: use the tanh form (the default of ``jax.nn.gelu``) instead of the exact x Φ(x).
+    """
     return _layer("Gelu()", gelu_forward, gelu_backward, approximate=approximate)
 
 
 def Swish() -> Layer:
+    """Swish, also called SiLU (Ramachandran et al. 2017), as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = x σ(x); swish(−∞) = 0, swish(+∞) = +∞, swish(NaN) = NaN.
+
+    Derivative:
+        swish'(x) = σ(x) + x σ(x)(1 − σ(x)) = σ(x)(1 + x(1 − σ(x))); the rule is dx = dy · swish'(x),
+        from the cached input.
+
+    Kink:
+        None: swish is smooth. swish'(−∞) = 0, swish'(+∞) = 1.
+    """
     return _layer("Swish()", swish_forward, swish_backward)
 
 
 def Softplus() -> Layer:
+    """Softplus as a parameter-free Layer, elementwise.
+
+    Forward:
+        y = log(1 + e^x) = logaddexp(x, 0), which never overflows; softplus(−∞) = 0.
+
+    Derivative:
+        softplus'(x) = σ(x); the rule is dx = dy · σ(x), from the cached input.
+
+    Kink:
+        None: softplus is smooth (a smooth ReLU); softplus'(0) = ½.
+    """
     return _layer("Softplus()", softplus_forward, softplus_backward)
 
 
 def Identity() -> Layer:
+    """The identity as a parameter-free Layer.
+
+    Forward:
+        y = x.
+
+    Derivative:
+        identity'(x) = 1; the rule is dx = dy. Nothing is cached.
+
+    Kink:
+        None.
+    """
     return _layer("Identity()", identity_forward, identity_backward)
 
 
 def Softmax(axis: int = -1) -> Layer:
-    """Softmax over ``axis`` of each example (default the last; the batch axis 0 is refused)."""
+    """Softmax over ``axis`` of each example as a parameter-free Layer (not elementwise).
+
+    Forward:
+        p_i = e^{x_i − max x} / Σ_j e^{x_j − max x} along ``axis``; −∞ entries (masks) get p = 0.
+
+    Derivative:
+        The Jacobian is diag(p) − p pᵀ, so the rule is dx = p ⊙ (dy − Σ_j dy_j p_j), from the cached output.
+
+    Kink:
+        None: softmax is smooth. A row with a +∞ entry, only −∞ entries or a NaN is NaN, value and rule.
+
+    Args:
+        axis: the axis to normalize over, default the last; it must name a non-batch axis of the input.
+
+    Raises:
+        TypeError: ``axis`` is not an integer.
+    """
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"Softmax: axis must be an integer, got {axis!r}")
     layer = _layer("Softmax()", softmax_forward, softmax_backward, axis=int(axis))
@@ -422,7 +541,7 @@ def Softmax(axis: int = -1) -> Layer:
     return layer._replace(forward=forward)
 
 
-Silu = Swish
+Silu = Swish  # the same constructor (and docstring) under PyTorch's name
 
 _RULES: dict[str, tuple[Callable, Callable]] = {
     "sigmoid": (sigmoid_forward, sigmoid_backward),

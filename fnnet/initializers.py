@@ -48,10 +48,25 @@ def compute_fans(shape: Shape, in_axis: int = -2, out_axis: int = -1) -> tuple[f
 def variance_scaling(
     scale: float, mode: Mode, distribution: Distribution, in_axis: int = -2, out_axis: int = -1
 ) -> Initializer:
-    """Draw with Var[w] = scale / n, where n is fan_in, fan_out or (fan_in + fan_out)/2.
+    """The initializer drawing with Var[w] = scale / n, n = fan_in, fan_out or (fan_in + fan_out)/2.
 
-    ``"uniform"`` samples U[−√(3 scale/n), √(3 scale/n)]; ``"normal"`` N(0, scale/n);
-    ``"truncated_normal"`` a normal truncated at two std, rescaled to variance scale/n.
+    Variance:
+        Var[w] = scale / n. ``"uniform"`` samples U[−a, a] with a = √(3 scale / n); ``"normal"`` N(0, scale / n);
+        ``"truncated_normal"`` N(0, 1) truncated to [−2, 2], times √(scale / n) / 0.8796 (the std of that
+        truncated normal), so the variance is exactly scale / n.
+
+    Args:
+        scale: the variance's numerator, > 0.
+        mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"``; the fans include a conv kernel's receptive field.
+        distribution: ``"truncated_normal"``, ``"normal"`` or ``"uniform"``.
+        in_axis: the kernel axis of the inputs (default −2).
+        out_axis: the kernel axis of the outputs (default −1).
+
+    Returns:
+        ``init(key, shape, dtype=float32) -> Array``.
+
+    Raises:
+        ValueError: ``scale`` ≤ 0, or an unknown ``mode`` or ``distribution``.
     """
     if scale <= 0:
         raise ValueError(f"variance_scaling needs scale > 0, got {scale}")
@@ -79,42 +94,76 @@ def variance_scaling(
 
 
 def glorot_uniform() -> Initializer:
-    """Xavier/Glorot uniform: Var = 1/fan_avg = 2/(fan_in + fan_out)."""
+    """Xavier/Glorot uniform (Glorot & Bengio 2010, eq. 16): ``variance_scaling(1, "fan_avg", "uniform")``.
+
+    Variance:
+        Var[w] = 2 / (fan_in + fan_out), from U[−a, a] with a = √(6 / (fan_in + fan_out)).
+    """
     return variance_scaling(1.0, "fan_avg", "uniform")
 
 
 def glorot_normal() -> Initializer:
-    """Xavier/Glorot normal (truncated): Var = 2/(fan_in + fan_out)."""
+    """Xavier/Glorot normal, truncated at ±2σ: ``variance_scaling(1, "fan_avg", "truncated_normal")``.
+
+    The default weight initializer of ``Dense`` and ``Conv2D`` (as ``stax.Dense``).
+
+    Variance:
+        Var[w] = 2 / (fan_in + fan_out) (Glorot & Bengio 2010, eq. 12).
+    """
     return variance_scaling(1.0, "fan_avg", "truncated_normal")
 
 
 def he_uniform() -> Initializer:
-    """He/Kaiming uniform: Var = 2/fan_in."""
+    """He/Kaiming uniform (He et al. 2015, eq. 10): ``variance_scaling(2, "fan_in", "uniform")``.
+
+    Variance:
+        Var[w] = 2 / fan_in, from U[−a, a] with a = √(6 / fan_in); keeps the second moment through ReLU.
+    """
     return variance_scaling(2.0, "fan_in", "uniform")
 
 
 def he_normal() -> Initializer:
-    """He/Kaiming normal (truncated): Var = 2/fan_in."""
+    """He/Kaiming normal, truncated at ±2σ (He et al. 2015, eq. 10): ``variance_scaling(2, "fan_in", ...)``.
+
+    Variance:
+        Var[w] = 2 / fan_in; keeps the second moment of the pre-activations through ReLU layers.
+    """
     return variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
 def lecun_uniform() -> Initializer:
-    """LeCun uniform: Var = 1/fan_in."""
+    """LeCun uniform (LeCun et al. 1998, "Efficient BackProp"): ``variance_scaling(1, "fan_in", "uniform")``.
+
+    Variance:
+        Var[w] = 1 / fan_in, from U[−a, a] with a = √(3 / fan_in).
+    """
     return variance_scaling(1.0, "fan_in", "uniform")
 
 
 def lecun_normal() -> Initializer:
-    """LeCun normal (truncated): Var = 1/fan_in."""
+    """LeCun normal, truncated at ±2σ: ``variance_scaling(1, "fan_in", "truncated_normal")``.
+
+    Variance:
+        Var[w] = 1 / fan_in.
+    """
     return variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 def leaky_he_normal(alpha: float = 0.01) -> Initializer:
-    """He normal for leaky ReLU of slope α: Var = 2 / ((1 + α²) fan_in) (He et al. 2015, eq. 15)."""
+    """He normal for a leaky ReLU of slope ``alpha`` (α), truncated at ±2σ (He et al. 2015, eq. 15).
+
+    Variance:
+        Var[w] = 2 / ((1 + α²) fan_in).
+    """
     return variance_scaling(2.0 / (1.0 + alpha * alpha), "fan_in", "truncated_normal")
 
 
 def standard_uniform() -> Initializer:
-    """Glorot & Bengio's "standard" heuristic U[−1/√fan_in, 1/√fan_in]: Var = 1/(3 fan_in) (eq. 1)."""
+    """Glorot & Bengio's "standard" heuristic U[−1/√fan_in, 1/√fan_in] (Glorot & Bengio 2010, eq. 1).
+
+    Variance:
+        Var[w] = 1 / (3 fan_in).
+    """
     return variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
@@ -123,7 +172,11 @@ kaiming_uniform, kaiming_normal = he_uniform, he_normal
 
 
 def normal(stddev: float = 1e-2) -> Initializer:
-    """N(0, stddev²), independent of the fans."""
+    """N(0, stddev²) for every entry, independent of the fans.
+
+    Variance:
+        Var[w] = stddev² (default 1e-4).
+    """
 
     def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
         return (jax.random.normal(key, tuple(shape), dtype) * stddev).astype(dtype)
@@ -132,7 +185,11 @@ def normal(stddev: float = 1e-2) -> Initializer:
 
 
 def constant(value: float) -> Initializer:
-    """Every entry equal to ``value`` (Var = 0; breaks no symmetry)."""
+    """Every entry equal to ``value``; breaks no symmetry between units.
+
+    Variance:
+        Var[w] = 0 (E[w] = value).
+    """
 
     def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:
         del key
@@ -142,20 +199,31 @@ def constant(value: float) -> Initializer:
 
 
 def zeros() -> Initializer:
-    """All zeros (Var = 0)."""
+    """All zeros: the default bias initializer.
+
+    Variance:
+        Var[w] = 0.
+    """
     return constant(0.0)
 
 
 def ones() -> Initializer:
-    """All ones."""
+    """All ones (e.g. a normalization's scale γ).
+
+    Variance:
+        Var[w] = 0 (E[w] = 1).
+    """
     return constant(1.0)
 
 
 def orthogonal(scale: float = 1.0, column_axis: int = -1) -> Initializer:
-    """A (semi-)orthogonal matrix times ``scale``: WᵀW = scale² I (or WWᵀ), via QR of a Gaussian.
+    """A (semi-)orthogonal matrix times ``scale`` (Saxe et al. 2014): WᵀW = scale² I (or WWᵀ = scale² I).
 
-    Var = scale² / max(rows, cols) per entry. The sign of diag(R) is folded into Q so the draw is
-    Haar-distributed (Mezzadri 2007).
+    Drawn by QR of a Gaussian matrix, with the sign of diag(R) folded into Q so that the draw is
+    Haar-distributed (Mezzadri 2007). Every axis but ``column_axis`` is flattened into the rows.
+
+    Variance:
+        Var[w] = scale² / max(rows, cols) per entry; every singular value equals ``scale``.
     """
 
     def init(key: Array, shape: Shape, dtype: Any = jnp.float32) -> Array:

@@ -41,7 +41,14 @@ import numpy as np
 
 from fnnet.core import Array, DTypeError, Loss, ShapeError, check_float, is_concrete, shape_str
 
-__all__ = ["binary_cross_entropy", "mse", "softmax_cross_entropy"]
+__all__ = [
+    "BinaryCrossEntropy",
+    "MeanSquaredError",
+    "SoftmaxCrossEntropy",
+    "binary_cross_entropy",
+    "mse",
+    "softmax_cross_entropy",
+]
 
 
 def _check_pair(name: str, pred: Array, target: Array) -> None:
@@ -88,7 +95,26 @@ def _mse_backward(cache: tuple[Array, Array]) -> Array:
     return (diff / diff.shape[0]).astype(token.dtype)
 
 
-mse = Loss(_mse_forward, _mse_backward)
+class MeanSquaredError(Loss):
+    """Half the squared error, summed over each example's features, averaged over the batch: ``fn.mse``.
+
+    ``mse.forward(pred, target) -> (loss, cache)`` and ``mse.backward(cache) -> dL/dpred``; ``pred`` and
+    ``target`` have the same shape, the batch (size B) first.
+
+    Forward:
+        L = (1/B) Σ_b ½‖ŷ_b − y_b‖², in at least float32, returned in the prediction's dtype.
+
+    Backward:
+        dL/dŷ = (ŷ − y) / B, i.e. δ = ŷ − y per example; exact for any real prediction and target.
+
+    ``optax.squared_error`` is (ŷ − y)² and ``optax.l2_loss`` ½(ŷ − y)², both elementwise and unreduced:
+    ``mse(pred, y) == optax.l2_loss(pred, y).sum(axis≠0).mean()``.
+    """
+
+    __slots__ = ()
+
+
+mse = MeanSquaredError(_mse_forward, _mse_backward)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -174,7 +200,30 @@ def _sce_backward(cache: tuple[Array, Array, Array]) -> Array:
     return ((s * p - y) / p.shape[0]).astype(token.dtype)
 
 
-softmax_cross_entropy = Loss(_sce_forward, _sce_backward)
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy of softmax(logits) against the targets, averaged over the batch: ``fn.softmax_cross_entropy``.
+
+    ``forward(logits, target) -> (loss, cache)`` with logits ``(B, C)`` and integer labels ``(B,)`` or real
+    target rows ``(B, C)`` (one-hot, probabilities, or any real rows); ``backward(cache) -> dL/dlogits``.
+
+    Forward:
+        L = −(1/B) Σ_b Σ_c y_bc log softmax(z_b)_c, with log softmax(z) = z − max z − log Σ_c e^{z_c − max z}
+        (log-sum-exp, so logits of ±1e4 are safe), in at least float32; a term with y_bc = 0 counts as 0.
+
+    Backward:
+        dL/dz = (s · softmax(z) − y) / B, with s = Σ_c y_c the row's sum: the fused softmax + cross-entropy
+        rule, (p − y)/B for rows that sum to 1, and exact for any real target rows.
+
+    Raises:
+        ShapeError: logits not ``(B, C)``, or targets of another shape.
+        ValueError: a concrete integer label outside [0, C − 1]. Under ``jit``/``vmap`` such a label makes
+            that example's loss and gradient NaN instead.
+    """
+
+    __slots__ = ()
+
+
+softmax_cross_entropy = SoftmaxCrossEntropy(_sce_forward, _sce_backward)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -206,7 +255,24 @@ def _bce_backward(cache: tuple[Array, Array, Array]) -> Array:
     return ((p - y) / p.shape[0]).astype(token.dtype)
 
 
-binary_cross_entropy = Loss(_bce_forward, _bce_backward)
+class BinaryCrossEntropy(Loss):
+    """Sigmoid cross-entropy from logits, summed per example, averaged over the batch: ``fn.binary_cross_entropy``.
+
+    ``forward(logits, target) -> (loss, cache)`` with logits and targets of the same shape, the batch first;
+    ``backward(cache) -> dL/dlogits``.
+
+    Forward:
+        L = (1/B) Σ_b Σ_i [softplus(z) − z y], softplus(z) = logaddexp(z, 0) = log(1 + e^z), which equals
+        −[y log σ(z) + (1 − y) log(1 − σ(z))] and never takes log(0); in at least float32.
+
+    Backward:
+        dL/dz = (σ(z) − y) / B; exact for any real target (soft targets too) and at z = 0.
+    """
+
+    __slots__ = ()
+
+
+binary_cross_entropy = BinaryCrossEntropy(_bce_forward, _bce_backward)
 
 LOSSES = {
     "mse": mse,

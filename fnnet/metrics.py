@@ -44,7 +44,7 @@ def param_layers(params: Params) -> list[int]:
 
 
 def layer_norms(grads: Params) -> Array:
-    """‖g_l‖ for each entry of :func:`param_layers`, as an (L,) array."""
+    """‖g_l‖ = √(Σ g²) over the leaves of each entry of :func:`param_layers`, as an (L,) array."""
     if isinstance(grads, (tuple, list)):
         parts = [global_norm(grads[i]) for i in param_layers(grads)]
     else:
@@ -145,7 +145,26 @@ def check_labels(layer: Layer, loss: Loss, params: Params, datasets: dict[str, A
 def evaluate(
     layer: Layer, loss: Loss, params: Params, data: Any, *, accuracy: Any = "auto", batch_size: int | None = None
 ) -> tuple[float, float | None]:
-    """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode."""
+    """Mean loss and accuracy (None for regression) of ``params`` on ``data``, in eval mode.
+
+    The loss is (1/N) Σ_chunks n_chunk · L_chunk over chunks of ``batch_size`` rows (one chunk when None),
+    which equals the loss of the whole set in one batch; the accuracy is averaged the same way.
+
+    Args:
+        layer: the model, run with ``train=False`` (dropout off, BatchNorm on its running statistics).
+        loss: a :class:`fnnet.Loss`, e.g. ``fn.softmax_cross_entropy``.
+        params: the model's params.
+        data: a :class:`fnnet.data.Dataset` or an ``(x, y)`` pair.
+        accuracy: ``"auto"`` (see the module docstring), None, or a function ``(pred, y) -> fraction``.
+        batch_size: rows per chunk, a positive integer, or None for the whole set at once.
+
+    Returns:
+        ``(loss, accuracy)`` as Python floats; accuracy is None when there is none to compute.
+
+    Raises:
+        ValueError: a bad ``batch_size`` or ``accuracy``, empty or non-finite data, or integer labels beyond
+            the model's number of outputs.
+    """
     ds = validate(data, "data")
     if batch_size is not None and not (is_int(batch_size) and batch_size > 0):
         raise ValueError(f"evaluate: batch_size must be a positive integer or None, got {batch_size!r}")
