@@ -7,7 +7,7 @@ from fnnet.layers.dropout import Dropout
 from fnnet.layers.normalization import BatchNorm, LayerNorm
 from fnnet.layers.pooling import AvgPool, MaxPool
 from fnnet.layers.recurrent import LSTM, RNN, hidden_jacobian_norms
-from fnnet.layers.summary import summary
+from fnnet.layers.summarizing import summary
 
 __all__ = [
     "LSTM",
