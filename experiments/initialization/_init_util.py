@@ -293,3 +293,19 @@ def mnist1d_standardized(n_train: int | None = None):
     return Dataset(jnp.asarray(xtr), jnp.asarray(ytr)), Dataset(
         jnp.asarray(xte.astype(np.float32)), jnp.asarray(test.y)
     )
+
+
+def finish_panel_grid(fig: Any, axes: Any, n: int, xlabel: str, theory_label: str) -> None:
+    """Finish a grid of one panel per activation: x labels on the bottom row, unused panels hidden, one
+    legend beside the grid with the dashed theory line added, tight layout."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    h.append(plt.Line2D([], [], color="k", ls="--", lw=0.7))
+    lab.append(theory_label)
+    fig.legend(h, lab, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()

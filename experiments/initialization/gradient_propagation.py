@@ -313,15 +313,7 @@ def _figure(rows: dict, cfg: Config, out_dir: Path):
         ax.set_title(act)
         ax.set_ylabel("‖∂L/∂h_1‖ (unit gradient at h_D)")
         ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("depth D (layers)")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    h.append(plt.Line2D([], [], color="k", ls="--", lw=0.7))
-    lab.append("theory Π σ_w² E[φ′²]")
-    fig.legend(h, lab, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
+    U.finish_panel_grid(fig, axes, n, "depth D (layers)", "theory Π σ_w² E[φ′²]")
     caption = (
         f"Gradient norm at the first hidden layer after back-propagating a unit gradient through D random layers "
         f"(width {cfg.width}, median of {cfg.seeds} seeds); dashed: mean-field theory. Zero init gives exactly 0 "

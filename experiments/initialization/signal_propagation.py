@@ -260,15 +260,7 @@ def _figure(rows: dict, cfg: Config, kind: str, out_dir: Path):
         ax.set_title(act)
         ax.set_ylabel("Var[z_l] = mean z_l²")
         ax.grid(alpha=0.3, which="major")
-    for ax in axes[-1]:
-        ax.set_xlabel("layer l")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    h.append(plt.Line2D([], [], color="k", ls="--", lw=0.7))
-    lab.append("theory (quadrature)")
-    fig.legend(h, lab, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
+    U.finish_panel_grid(fig, axes, n, "layer l", "theory (quadrature)")
     caption = (
         f"Var of pre-activations by layer ({kind} inputs; width {cfg.width}; median of {cfg.seeds} seeds): solid "
         "measured, dashed the recursion. All-zeros is exactly 0 (off the log axis); N(0,1) overflows float32 "
