@@ -89,7 +89,19 @@ def check_experiment(module: Any, name: str) -> Experiment:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """A statement from the literature, checked: where it comes from, what was expected and measured."""
+    """A statement checked against a run: where it comes from, what was expected and measured, and on what basis.
+
+    The claims standard (every claim meets it; a test checks the fields are filled):
+
+    * ``kind`` is one of :data:`CLAIM_KINDS`: ``"source"`` (the cited work states it), ``"fnnet"`` (an
+      expectation fnnet adds on its own, labelled as such), ``"sanity"`` (holds by definition or by
+      construction: reported in its own section, never counted as evidence) or ``"inconclusive"`` (the
+      question cannot be answered at this scale; ``note`` names the ``full`` setting that answers it).
+    * ``seeds`` is the number of independent seeds behind ``measured`` (1 for a deterministic computation).
+    * ``tolerance_basis`` says where the bar comes from: the source (``"source: ..."``), the measured
+      seed-to-seed spread (``"seed spread: ..."``, with the number of seeds), or floating-point rounding
+      for exact mathematics (``"rounding: ..."``); never the value measured.
+    """
 
     claim: str
     source: str  # text or paper, with section / equation / figure
@@ -98,6 +110,12 @@ class Claim:
     tolerance: Any
     holds: bool
     note: str = ""  # where a small-scale result departs from the source, and why
+    kind: str = ""  # one of CLAIM_KINDS
+    seeds: int = 0  # independent seeds behind `measured`
+    tolerance_basis: str = ""  # "source: ...", "seed spread: ...", "rounding: ..."
+
+
+CLAIM_KINDS = ("source", "fnnet", "sanity", "inconclusive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +141,15 @@ def close(
     rtol: float | None = None,
     atol: float | None = None,
     note: str = "",
+    kind: str = "",
+    seeds: int = 0,
+    tolerance_basis: str = "",
 ) -> Claim:
     """A numeric claim that holds when |measured − expected| ≤ atol + rtol·|expected|."""
     rtol_, atol_ = rtol or 0.0, atol or 0.0
     ok = bool(np.isfinite(measured) and abs(measured - expected) <= atol_ + rtol_ * abs(expected))
     tol = " + ".join(s for s in [f"atol {atol}" if atol else "", f"rtol {rtol}" if rtol else ""] if s) or "exact"
-    return Claim(claim, source, _num(expected), _num(measured), tol, ok, note)
+    return Claim(claim, source, _num(expected), _num(measured), tol, ok, note, kind, seeds, tolerance_basis)
 
 
 def _num(x: Any) -> Any:
