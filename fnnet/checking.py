@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -263,16 +264,22 @@ class _Setup(NamedTuple):
     user_x64: bool  # the caller's x64 setting, under which rule and autodiff are traced
 
 
-def _measure(setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tuple, k_fd: Any) -> dict:
+def _measure(
+    setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tuple, k_fd: Any, auto: tuple | None = None
+) -> dict:
     """Traced: autodiff gradient of ``loss_fn`` and the FD probes of every leaf, next to ``manual``.
+
+    ``auto``, when given, is the autodiff gradient already computed (the layer and loss checks transpose the
+    linearization they also use for the adjoint identity, so the forward is traced for autodiff once).
 
     Returns ``manual`` and ``auto`` (leaf lists, the arguments' dtype) and, per floating leaf, ``fd`` (the
     central differences along each probe) and ``proj`` (⟨manual, v⟩ for the same probes), in float64.
     """
     nums = setup.nums
     primal = tuple(args[n] for n in nums)
-    with jax.enable_x64(setup.user_x64):
-        auto = jax.grad(loss_fn, argnums=nums)(*args)
+    if auto is None:
+        with jax.enable_x64(setup.user_x64):
+            auto = jax.grad(loss_fn, argnums=nums)(*args)
     out = {"manual": jax.tree_util.tree_leaves(manual), "auto": jax.tree_util.tree_leaves(auto), "fd": [], "proj": []}
     if not setup.fd:
         return out
@@ -305,7 +312,9 @@ def _measure(setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tu
         blocks.append(jnp.pad(d, ((0, 0), (offset, base.size - offset - size))))
         offset += size
     dirs = jnp.concatenate(blocks)
-    fd = jax.vmap(lambda d: (loss_at(base + eps * d) - loss_at(base - eps * d)) / (2 * eps))(dirs).astype(fd_dtype)
+    # Both sides of every central difference in one vmapped evaluation: the forward is traced and compiled once.
+    both = jax.vmap(lambda d: loss_at(base + d))(eps * jnp.concatenate([dirs, -dirs]))
+    fd = ((both[: len(dirs)] - both[len(dirs) :]) / (2 * eps)).astype(fd_dtype)
     proj = dirs @ grad
     bounds = np.cumsum([setup.probes[i].count for i in probed])[:-1]
     out["fd"], out["proj"] = jnp.split(fd, bounds), jnp.split(proj, bounds)
@@ -314,9 +323,33 @@ def _measure(setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tu
 
 _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 512
-#: A check's program runs once on tiny inputs, so compile time is all its cost: LLVM at -O0 and without its
-#: expensive passes compiles it in a fraction of the time; the results are the same IEEE operations.
-_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_COMPILED_LOCK = threading.Lock()  # checks may run in threads (fnnet.catalog.check_all)
+#: A check's program runs once on tiny inputs, so compile time is all its cost. On CPU most of it is code
+#: generation, kernel by kernel: LLVM at -O0 without its expensive passes, XLA's classic loop emitters in
+#: place of its newer MLIR fusion emitters (about half of a check's compile time), and one LLVM module in
+#: place of many split for parallel code generation (a quarter of the rest, for modules this small) make
+#: the same IEEE operations in a fraction of the time (``benchmarks/checker.py`` measures it). Options this
+#: jaxlib does not know are dropped (:func:`_compile`), so a newer XLA that renames them still compiles.
+_COMPILER_OPTIONS = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
+_UNKNOWN_OPTION = "No such compile option: "
+
+
+def _compile(lowered: Any) -> Any:
+    """``lowered.compile`` with :data:`_COMPILER_OPTIONS`, less any option this XLA does not know."""
+    options = dict(_COMPILER_OPTIONS)
+    while True:
+        try:
+            return lowered.compile(options)
+        except Exception as e:  # XlaRuntimeError: INVALID_ARGUMENT for an unknown option
+            name = str(e).partition(_UNKNOWN_OPTION)[2].strip().strip("'\"")
+            if name not in options:
+                raise
+            del options[name]  # refused while parsing the options, before any compile work
 
 
 def run_compiled(program: Callable[..., Any], use64: bool, *operands: Any) -> Any:
@@ -324,20 +357,23 @@ def run_compiled(program: Callable[..., Any], use64: bool, *operands: Any) -> An
 
     Compiled programs are kept (up to ``_COMPILED_MAX``, least recently used dropped) under their lowered
     text and pytree structures, so checks with the same computation share one compilation even when their
-    Python closures differ (two ``Dense(4)`` layers, a second ``check_all``).
+    Python closures differ (two ``Dense(4)`` layers, a second ``check_all``). Thread-safe: XLA compiles
+    without the GIL, so checks run in threads overlap one's compilation with another's tracing.
     """
     with jax.enable_x64(use64):
         lowered = jax.jit(program).lower(*operands)
         avals = [(jnp.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(operands)]
         key = (lowered.as_text(), str(lowered.in_tree), str(lowered.out_tree), str(avals))
-        compiled = _COMPILED.get(key)
+        with _COMPILED_LOCK:
+            compiled = _COMPILED.get(key)
+            if compiled is not None:
+                _COMPILED.move_to_end(key)
         if compiled is None:
-            compiled = lowered.compile(_COMPILER_OPTIONS)
-            _COMPILED[key] = compiled
-            if len(_COMPILED) > _COMPILED_MAX:
-                _COMPILED.popitem(last=False)
-        else:
-            _COMPILED.move_to_end(key)
+            compiled = _compile(lowered)  # outside the lock: other threads trace and compile meanwhile
+            with _COMPILED_LOCK:
+                _COMPILED[key] = compiled
+                if len(_COMPILED) > _COMPILED_MAX:
+                    _COMPILED.popitem(last=False)
         return jax.device_get(compiled(*operands))
 
 
@@ -579,9 +615,13 @@ def check_layer(
     the gradient of Σ_k ⟨c_k, f(θ, x_k)⟩ requires.
 
     ``finite_differences=False`` skips that reference where it is undefined (see :func:`gradcheck`).
+
+    An integer ``x`` (token ids, e.g. for :func:`fnnet.Embedding`) has no gradient: the rule must return
+    ``dx=None`` for it, and only the parameter gradients are checked (the adjoint identity too).
     """
     rng = jax.random.key(1) if rng is None else rng
     params, x = jax.tree_util.tree_map(jnp.asarray, (params, x))
+    float_x = bool(jnp.issubdtype(x.dtype, jnp.floating))
 
     def apply(p, xx):
         if transform == "vmap":
@@ -605,31 +645,49 @@ def check_layer(
     def cotangent(k_c):
         return jax.random.normal(k_c, y.shape, y.dtype)
 
-    eager = _checked_rule(transform, lambda p, xx: manual(p, xx, cotangent(jax.random.split(rng, 3)[0])), params, x)
-    primal = (params, x)
+    def rule(p, xx, c):
+        """The rule's gradients w.r.t. the differentiated arguments: (params, x), or (params,) for integer x."""
+        dparams, dx = manual(p, xx, c)
+        if float_x:
+            return dparams, dx
+        if dx is not None:
+            raise GradcheckError(
+                f"the backward returned a gradient for the integer input x (dtype {x.dtype}); integer inputs "
+                "have none: return dx=None"
+            )
+        return (dparams,)
+
+    eager = _checked_rule(transform, lambda p, xx: rule(p, xx, cotangent(jax.random.split(rng, 3)[0])), params, x)
+    primal = (params, x) if float_x else (params,)
     paths = _paths(primal, ("params", "x"))
     dtype = _dtype_name(primal)
     tol = tolerance or TOLERANCES.get(dtype, TOLERANCES["float32"])
     use64 = x64_available()
     fd_tol = tol if use64 else FD_FLOAT32
     probes = _probes(jax.tree_util.tree_leaves(primal), 64, 8)
-    setup = _Setup((0, 1), tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
+    nums = (0, 1) if float_x else (0,)
+    setup = _Setup(nums, tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
 
     def program(params, x, eager, rng):
         with jax.enable_x64(setup.user_x64):
             k_c, k_t, k_fd = jax.random.split(rng, 3)
             c = cotangent(k_c)
-            grads = eager if eager is not None else manual(params, x, c)
+            grads = eager if eager is not None else rule(params, x, c)
             grads = tuple(grads)
-            _check_structure(primal, grads, paths)
-            t = _tangent(k_t, (params, x))
-            _, jt = jax.jvp(apply, (params, x), t)
+            wrt = (params, x) if float_x else (params,)
+            _check_structure(wrt, grads, paths)
+            t = _tangent(k_t, wrt)
+            # One linearization serves both references: J t (the adjoint identity) and, transposed, Jᵀ c
+            # (autodiff); jax.grad of <c, f> would trace and compile the forward a second time.
+            y, jvp = jax.linearize(lambda *w: apply(*w, *(() if float_x else (x,))), *wrt)
+            jt = jvp(*t)
+            auto = jax.linear_transpose(jvp, *wrt)(c.astype(y.dtype))
 
         def loss_fn(p, xx):
             out = apply(p, xx)
             return jnp.sum(c.astype(out.dtype) * out)
 
-        out = _measure(setup, loss_fn, grads, (params, x), k_fd)
+        out = _measure(setup, loss_fn, grads, (params, x), k_fd, auto=auto)
         out["dot"] = (_vdot64(jt, c), _vdot64(t, grads))
         return out
 
@@ -684,8 +742,10 @@ def check_loss(
             grad = eager if eager is not None else manual(pred, target)
             _check_structure((pred,), (grad,), paths)
             t = jax.random.normal(k_t, jnp.shape(pred), jnp.result_type(pred))
-            _, jt = jax.jvp(lambda p: value(p, target), (pred,), (t,))
-        out = _measure(setup, value, (grad,), (pred, target), k_fd)
+            v, jvp = jax.linearize(lambda p: value(p, target), pred)
+            jt = jvp(t)
+            auto = jax.linear_transpose(jvp, pred)(jnp.ones_like(v))
+        out = _measure(setup, value, (grad,), (pred, target), k_fd, auto=auto)
         out["dot"] = (jt.astype(jnp.float64), _vdot64(t, grad))
         return out
 
