@@ -16,6 +16,7 @@ from fnnet.activations import (
     Silu,
     Softmax,
     Softplus,
+    Softsign,
     Swish,
     Tanh,
 )
@@ -29,6 +30,7 @@ from fnnet.grad import (
     value_and_grad,
 )
 from fnnet.layers import (
+    GRU,
     LSTM,
     RNN,
     AvgPool,
@@ -36,14 +38,20 @@ from fnnet.layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     LayerNorm,
     MaxPool,
+    MultiHeadAttention,
+    PositionalEmbedding,
+    RMSNorm,
+    gpt,
     residual,
     serial,
     summary,
+    transformer_block,
 )
-from fnnet.losses import binary_cross_entropy, mse, softmax_cross_entropy
+from fnnet.losses import binary_cross_entropy, mse, sequence_cross_entropy, softmax_cross_entropy
 from fnnet.sweeps import init_params, pick, stack, sweep
 from fnnet.training import TrainResult, TrainState, evaluate, make_step, train
 
@@ -56,7 +64,9 @@ __all__ = [
     "DTypeError",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
+    "GRU",
     "Gelu",
     "Identity",
     "LSTM",
@@ -65,6 +75,9 @@ __all__ = [
     "LeakyRelu",
     "Loss",
     "MaxPool",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
+    "RMSNorm",
     "RNN",
     "Relu",
     "ShapeError",
@@ -72,6 +85,7 @@ __all__ = [
     "Silu",
     "Softmax",
     "Softplus",
+    "Softsign",
     "Swish",
     "Tanh",
     "TrainResult",
@@ -81,6 +95,7 @@ __all__ = [
     "binary_cross_entropy",
     "check_layer",
     "check_loss",
+    "gpt",
     "gradcheck",
     "GradcheckReport",
     "custom_vjp",
@@ -97,11 +112,13 @@ __all__ = [
     "parallel",
     "pick",
     "residual",
+    "sequence_cross_entropy",
     "serial",
     "softmax_cross_entropy",
     "stack",
     "summary",
     "sweep",
     "train",
+    "transformer_block",
     "value_and_grad",
 ]

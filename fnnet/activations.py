@@ -25,7 +25,8 @@ References: A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Ke
 2019, chapter "The Math Behind Deep Learning" (activation functions and their derivatives); "ML Math
 Derivations (19): Neural Networks and Backpropagation" (an online series, chapter 19, backpropagation);
 D. Hendrycks, K. Gimpel, "Gaussian Error Linear Units (GELUs)", 2016, eq. 1-2; P. Ramachandran,
-B. Zoph, Q. V. Le, "Searching for Activation Functions", 2017 (swish).
+B. Zoph, Q. V. Le, "Searching for Activation Functions", 2017 (swish); J. Bergstra, G. Desjardins,
+P. Lamblin, Y. Bengio, "Quadratic polynomials learn better image features", 2009 (softsign).
 """
 
 from __future__ import annotations
@@ -286,6 +287,32 @@ def softplus_backward(x: Array, dy: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------
+# softsign
+
+
+def softsign(x: Array) -> Array:
+    """x / (1 + |x|), in (−1, 1); softsign(±∞) = ±1 (the limits, not ∞/∞ = NaN), softsign(NaN) = NaN."""
+    inf = jnp.isinf(x)
+    finite = jnp.where(inf, jnp.zeros_like(x), x)  # a "double where": neither value nor jax.grad sees ∞/∞
+    return jnp.where(inf, jnp.sign(x), finite / (1 + jnp.abs(finite)))
+
+
+def softsign_forward(x: Array) -> tuple[Array, Array]:
+    return softsign(x), x
+
+
+def softsign_backward(x: Array, dy: Array) -> Array:
+    """dx = dy / (1 + |x|)², from the cached input; at most 1, reached at x = 0.
+
+    Exact for any x, ±∞ included (softsign'(±∞) = 0). The derivative is continuous at 0 (softsign'(0) = 1
+    from both sides); only the second derivative jumps there (from 2 to −2). softsign'(NaN) = NaN, as
+    ``jax.grad`` of the forward.
+    """
+    d = 1 + jnp.abs(x)
+    return dy / (d * d)
+
+
+# ----------------------------------------------------------------------------------------------
 # identity
 
 
@@ -488,6 +515,29 @@ def Softplus() -> Layer:
     return _layer("Softplus()", softplus_forward, softplus_backward)
 
 
+def Softsign() -> Layer:
+    """Softsign (Bergstra et al. 2009; studied by Glorot & Bengio 2010, sec. 3) as a parameter-free Layer.
+
+    Forward:
+        y = x / (1 + |x|), in (−1, 1); like tanh it is odd and saturates at ±1, but polynomially
+        (1 − |y| = 1/(1 + |x|)) instead of exponentially. softsign(±∞) = ±1.
+
+    Derivative:
+        softsign'(x) = 1 / (1 + |x|)² = (1 − |y|)², at most 1 (at x = 0); the rule is
+        dx = dy / (1 + |x|)², from the cached input.
+
+    Kink:
+        None in the derivative: softsign'(0) = 1 from both sides (the second derivative jumps from 2 to −2
+        at 0). softsign'(±∞) = 0.
+
+    References:
+        J. Bergstra, G. Desjardins, P. Lamblin, Y. Bengio, "Quadratic polynomials learn better image
+        features", Technical Report 1337, Université de Montréal, 2009; X. Glorot, Y. Bengio,
+        "Understanding the difficulty of training deep feedforward neural networks", AISTATS, 2010.
+    """
+    return _layer("Softsign()", softsign_forward, softsign_backward)
+
+
 def Identity() -> Layer:
     """The identity as a parameter-free Layer.
 
@@ -552,6 +602,7 @@ _RULES: dict[str, tuple[Callable, Callable]] = {
     "swish": (swish_forward, swish_backward),
     "silu": (swish_forward, swish_backward),
     "softplus": (softplus_forward, softplus_backward),
+    "softsign": (softsign_forward, softsign_backward),
     "identity": (identity_forward, identity_backward),
     "softmax": (softmax_forward, softmax_backward),
 }
@@ -565,6 +616,7 @@ LAYERS: dict[str, Callable[..., Layer]] = {
     "swish": Swish,
     "silu": Swish,
     "softplus": Softplus,
+    "softsign": Softsign,
     "identity": Identity,
     "softmax": Softmax,
 }

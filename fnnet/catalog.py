@@ -16,6 +16,8 @@ the adjoint identity only.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -152,6 +154,7 @@ def _activation_entries() -> list[Entry]:
         Entry("Gelu(tanh)", lambda: act.Gelu(approximate=True), (5,)),
         Entry("Swish", act.Swish, (5,)),
         Entry("Softplus", act.Softplus, (5,)),
+        Entry("Softsign", act.Softsign, (5,)),
         Entry("Identity", act.Identity, (5,)),
         Entry("Softmax", act.Softmax, (5,)),
         Entry("Relu[x=0]", act.Relu, (4,), sample=_with_zeros, fd=False, probes="the kink: relu'(0) = 0"),
@@ -246,9 +249,192 @@ def _family_entries() -> list[Entry]:
     ]
 
 
+def _sequence_entries() -> list[Entry]:
+    """Entries of the sequence-model layers and loss: Embedding, PositionalEmbedding, RMSNorm, GRU and
+    sequence cross-entropy (its mask included)."""
+    vocab = 5
+
+    def ids(key, shape, dtype):
+        """Integer ids in [0, vocab), with the last id of each sequence a repeat of its first (a row of E
+        that takes two cotangents, besides the repeats 3 · 6 draws from 5 ids make anyway)."""
+        del dtype
+        x = jax.random.randint(key, shape, 0, vocab)
+        return x.at[..., -1].set(x[..., 0])
+
+    def masked_labels(key, pred, dtype):
+        """(labels, mask): labels in range, the mask keeping a ragged prefix of each sequence."""
+        del dtype
+        labels = jax.random.randint(key, pred.shape[:-1], 0, pred.shape[-1])
+        lengths = jnp.arange(pred.shape[-3]) % pred.shape[-2] + 1  # sequence b keeps its first 1 + b mod T tokens
+        return labels, jnp.broadcast_to(jnp.arange(pred.shape[-2])[None, :] < lengths[:, None], labels.shape)
+
+    def fully_masked_row(key, pred, dtype):
+        """(labels, mask) with sequence 0 masked out entirely (its rows of the gradient are 0) and with
+        out-of-range labels (−1, PyTorch's padding habit) on the masked tokens."""
+        labels, mask = masked_labels(key, pred, dtype)
+        mask = mask.at[..., 0, :].set(False)
+        return jnp.where(mask, labels, -1), mask
+
+    return [
+        Entry("Embedding(5,3)", lambda: layers.Embedding(vocab, 3), (6,), sample=ids),
+        Entry("PositionalEmbedding(6)[T=4]", lambda: layers.PositionalEmbedding(6), (4, 3), batch=2),
+        Entry("RMSNorm", layers.RMSNorm, (5,)),
+        Entry("RMSNorm[(B,T,d)]", layers.RMSNorm, (3, 4), batch=2),
+        Entry("GRU(3)[last]", lambda: layers.GRU(3), (5, 2), batch=2),
+        Entry("GRU(3)[sequences]", lambda: layers.GRU(3, return_sequences=True), (4, 2), batch=2),
+        Entry("sequence_cross_entropy", lambda: losses.sequence_cross_entropy, (4, 5), batch=2, target=_labels),
+        Entry(
+            "sequence_cross_entropy[mask]", lambda: losses.sequence_cross_entropy, (4, 5), batch=3, target=masked_labels
+        ),
+        Entry(
+            "sequence_cross_entropy[fully masked row]",
+            lambda: losses.sequence_cross_entropy,
+            (4, 5),
+            batch=3,
+            target=fully_masked_row,
+        ),
+    ]
+
+
+def _with_mask(layer: Layer, mask: list[list[bool]]) -> Layer:
+    """``layer`` with a fixed key-padding mask (B, T) closed over: the Entry has no mask field, so a masked
+    entry checks this Layer, whose forward calls ``layer.forward(..., mask=mask)`` and whose backward is
+    ``layer``'s own rule (the cache carries the mask)."""
+    fixed = np.asarray(mask, bool)
+
+    def forward(params, x, *, key=None, train=True):
+        return layer.forward(params, x, key=key, train=train, mask=jnp.asarray(fixed))
+
+    return layer._replace(forward=forward, name=f"{layer.label}[mask]")
+
+
+def _without_key_bias(tree: Any) -> Any:
+    """``tree`` (params or grads) with every attention key bias ``"bk"`` taken out."""
+    if isinstance(tree, dict):
+        return {k: _without_key_bias(v) for k, v in tree.items() if k != "bk"}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_without_key_bias(v) for v in tree)
+    return tree
+
+
+def _with_key_bias(tree: Any) -> Any:
+    """The inverse: ``"bk" = 0`` put back beside every ``"Wk"``."""
+    if isinstance(tree, dict):
+        out = {k: _with_key_bias(v) for k, v in tree.items()}
+        if "Wk" in tree and "bq" in tree:
+            out["bk"] = jnp.zeros(tree["Wk"].shape[:1], tree["Wk"].dtype)
+        return out
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_with_key_bias(v) for v in tree)
+    return tree
+
+
+def _key_bias_frozen(layer: Layer) -> Layer:
+    """``layer`` with its attention key biases held at 0 and left out of the checked params.
+
+    The gradient of a key bias is identically zero (adding q_i · bk to every score of row i leaves its
+    softmax unchanged), so autodiff returns rounding noise for it and the rule exact zeros (see
+    :func:`fnnet.layers.attention.MultiHeadAttention`); a relative error per leaf between the two is
+    meaningless (≈ 1). The tests check that leaf against 0 with an absolute bar; here every other leaf is
+    checked three ways.
+    """
+
+    def init(key, in_shape, dtype=jnp.float32):
+        shape, params = layer.init(key, in_shape, dtype)
+        return shape, _without_key_bias(params)
+
+    def forward(params, x, *, key=None, train=True, **mask):
+        return layer.forward(_with_key_bias(params), x, key=key, train=train, **mask)
+
+    def backward(params, cache, dy):
+        grads, dx = layer.backward(_with_key_bias(params), cache, dy)
+        return _without_key_bias(grads), dx
+
+    return Layer(init, forward, backward, name=f"{layer.label}[bk frozen]")
+
+
+def _attention_entries() -> list[Entry]:
+    """MultiHeadAttention (dense and blocked, causal, with a padding mask and fully masked rows, a T the tile
+    does not divide), a transformer block (Pre-LN and Post-LN) and a tiny GPT with tied weights. Each holds its
+    key biases at 0 (:func:`_key_bias_frozen`: their gradient is identically 0); masked ones close over a
+    fixed mask (:func:`_with_mask`)."""
+    pad = [[True, True, False, True, True], [True, True, True, False, False]]
+    # sequence 0 left-padded (with causal attention its first two query rows see no key), sequence 1 all padding
+    empty = [[False, False, True, True, True], [False] * 5]
+    vocab = 5
+
+    def ids(key, shape, dtype):
+        del dtype
+        return jax.random.randint(key, shape, 0, vocab)
+
+    def mha(*a, **kw):
+        return _key_bias_frozen(layers.MultiHeadAttention(*a, **kw))
+
+    def frozen(make):
+        return lambda: _key_bias_frozen(make())
+
+    return [
+        Entry("MultiHeadAttention(2)[dense]", lambda: mha(2), (5, 4), batch=2),
+        Entry("MultiHeadAttention(2,causal)", lambda: mha(2, causal=True), (5, 4), batch=2),
+        Entry(
+            "MultiHeadAttention(2)[blocked,T=7,tile=3]",
+            lambda: mha(2, block_size=3),
+            (7, 4),
+            batch=2,
+        ),
+        Entry(
+            "MultiHeadAttention(2,causal)[padding mask]", lambda: _with_mask(mha(2, causal=True), pad), (5, 4), batch=2
+        ),
+        Entry(
+            "MultiHeadAttention(2,causal)[blocked,tile=2,padding mask]",
+            lambda: _with_mask(mha(2, causal=True, block_size=2), pad),
+            (5, 4),
+            batch=2,
+        ),
+        Entry(
+            "MultiHeadAttention(2,causal)[fully masked rows]",
+            lambda: _with_mask(mha(2, causal=True), empty),
+            (5, 4),
+            batch=2,
+        ),
+        Entry(
+            "MultiHeadAttention(2)[blocked,fully masked rows]",
+            lambda: _with_mask(mha(2, block_size=2), empty),
+            (5, 4),
+            batch=2,
+        ),
+        Entry(
+            "transformer_block(8,2)[pre-LN]",
+            frozen(lambda: layers.transformer_block(8, 2, mlp_ratio=2)),
+            (4, 8),
+            batch=2,
+        ),
+        Entry(
+            "transformer_block(4,2)[post-LN]",
+            frozen(lambda: layers.transformer_block(4, 2, mlp_ratio=2, prenorm=False)),
+            (4, 4),
+            batch=2,
+        ),
+        Entry(
+            "gpt(V=5,d=4,1 layer,tied)",
+            frozen(lambda: layers.gpt(vocab, 6, 4, 2, 1, mlp_ratio=2, tie_weights=True)),
+            (4,),
+            batch=2,
+            sample=ids,
+        ),
+    ]
+
+
 def entries() -> tuple[Entry, ...]:
     """Every catalog entry, in a stable order."""
-    return tuple(_activation_entries() + _core_layer_entries() + _family_entries() + _loss_entries())
+    return tuple(
+        _activation_entries()
+        + _core_layer_entries()
+        + _family_entries()
+        + _sequence_entries()
+        + _attention_entries()
+        + _loss_entries()
+    )
 
 
 _every_entry = entries  # for check_all, whose ``entries`` argument hides the function
@@ -268,12 +454,16 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
         k_init, k_x, k_t, k_fwd, k_rng = jax.random.split(jax.random.key(seed), 5)
         lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
         sample = entry.sample or _normal
-        x = _compiled_or_eager(lambda k: sample(k, lead + tuple(entry.in_shape), dtype), k_x)
         thing = entry.make()
+        in_shape = tuple(entry.in_shape)
+
+        def draw_x(k):
+            return sample(k, lead + in_shape, dtype)
+
         if is_loss(entry):
-            target = _compiled_or_eager(lambda k, pred: entry.target(k, pred, dtype), k_t, x)
+            x, target = _draws(draw_x, lambda k, x: entry.target(k, x, dtype), k_x, k_t)
             return check_loss(thing, x, target, transform=transform, rng=k_rng, finite_differences=entry.fd)
-        params = _compiled_or_eager(lambda k: thing.init(k, tuple(entry.in_shape), dtype)[1], k_init)
+        x, params = _draws(draw_x, lambda k, x: thing.init(k, in_shape, dtype)[1], k_x, k_init)
         key = k_fwd if entry.needs_key else None
         return check_layer(
             thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
@@ -288,11 +478,25 @@ _UNTRACEABLE = (
 )
 
 
+def _draws(draw_x: Callable[..., Any], draw_other: Callable[..., Any], k_x: Any, k_other: Any) -> tuple[Any, Any]:
+    """``x = draw_x(k_x)`` and ``draw_other(k_other, x)`` (the params or the target), as one compiled program
+    where both trace, else each on its own (:func:`_compiled_or_eager`)."""
+    try:
+        return run_compiled(lambda kx, ko: (lambda x: (x, draw_other(ko, x)))(draw_x(kx)), _x64(), k_x, k_other)
+    except _UNTRACEABLE:
+        x = _compiled_or_eager(draw_x, k_x)
+        return x, _compiled_or_eager(draw_other, k_other, x)
+
+
+def _x64() -> bool:
+    return bool(jax.config.jax_enable_x64)
+
+
 def _compiled_or_eager(draw: Callable[..., Any], *operands: Any) -> Any:
     """``draw(*operands)`` as one compiled program (an initializer or sampler is many small ops, each its own
     compilation when run eagerly); eagerly where it is not traceable (a sampler shaping its draws with NumPy)."""
     try:
-        return run_compiled(draw, bool(jax.config.jax_enable_x64), *operands)
+        return run_compiled(draw, _x64(), *operands)
     except _UNTRACEABLE:
         return draw(*operands)
 
@@ -317,32 +521,50 @@ def check_all(
     on_row: Callable[[CheckRow], None] | None = None,
     seed: int = 0,
     on_report: Callable[[CheckRow, GradcheckReport], None] | None = None,
+    workers: int | None = None,
 ) -> list[CheckRow]:
     """Run :func:`check_entry` for every entry (default: all of :func:`entries`), dtype and transform.
 
-    ``on_row(row)`` is called as each row finishes (for progress output), ``on_report(row, report)``
-    too, with the row's full :class:`~fnnet.checking.GradcheckReport` (per-leaf errors, worst indices,
-    hints); ``seed`` draws the inputs and probes. Returns the rows in order: entry, then dtype, then
-    transform. ``fnnet check`` and the ``gradient_checks`` experiment both run this one loop.
+    ``on_row(row)`` is called as each row finishes, in order (for progress output), ``on_report(row,
+    report)`` too, with the row's full :class:`~fnnet.checking.GradcheckReport` (per-leaf errors, worst
+    indices, hints); ``seed`` draws the inputs and probes. Returns the rows in order: entry, then dtype,
+    then transform. ``fnnet check`` and the ``gradient_checks`` experiment both run this one loop.
+
+    ``workers`` threads check rows side by side (default: the CPU count, at most 4; 1: one after another).
+    A check's cost is compiling its program, which XLA does without Python's lock, so on two cores two
+    threads overlap one row's compilation with the next one's tracing. The results do not depend on it.
     """
+    jobs = [
+        (entry, dtype, transform)
+        for entry in (_every_entry() if entries is None else entries)
+        for dtype in dtypes
+        for transform in transforms
+    ]
+    workers = min(os.cpu_count() or 1, 4) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"check_all(workers={workers}): need at least 1 worker")
+
+    def run(job: tuple) -> tuple[CheckRow, GradcheckReport]:
+        entry, dtype, transform = job
+        r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed)
+        row = CheckRow(
+            entry=entry.name,
+            dtype=str(dtype),
+            transform=transform,
+            rel_autodiff=r.rel_autodiff,
+            rel_fd=None if r.fd_dtype == "skipped" else r.rel_fd,
+            adjoint=r.dot_error,
+            ok=r.ok,
+            failures=r.failures,
+        )
+        return row, r
+
     rows = []
-    for entry in _every_entry() if entries is None else entries:
-        for dtype in dtypes:
-            for transform in transforms:
-                r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed)
-                row = CheckRow(
-                    entry=entry.name,
-                    dtype=str(dtype),
-                    transform=transform,
-                    rel_autodiff=r.rel_autodiff,
-                    rel_fd=None if r.fd_dtype == "skipped" else r.rel_fd,
-                    adjoint=r.dot_error,
-                    ok=r.ok,
-                    failures=r.failures,
-                )
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-                if on_report is not None:
-                    on_report(row, r)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for row, r in pool.map(run, jobs) if workers > 1 else map(run, jobs):
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            if on_report is not None:
+                on_report(row, r)
     return rows

@@ -26,6 +26,16 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
   every other leaf is trained: :func:`fnnet.optim.trainable_mask` reads this, so weight decay and
   optax's ``mask=`` spare buffers without the Layer at hand. A plain sub-dict (not a marker type)
   keeps params ordinary pytrees that every JAX, optax and checkpoint tool handles as they are.
+* **Masks.** A layer that takes a key-padding mask (a boolean ``(B, T)`` array, True = attend, e.g.
+  :func:`fnnet.MultiHeadAttention`) has ``forward(params, x, *, key=None, train=True, mask=None)`` and
+  declares it by marking that function with :func:`mark_takes_mask` (an attribute on ``forward``, as the
+  combinators keep their children on ``init``, so the Layer fields stay as they are). :func:`takes_mask`
+  reads the mark. ``serial`` and ``residual`` take ``mask=`` when any child does and hand it to exactly
+  the children that take it; ``value_and_grad``, ``autodiff_value_and_grad`` and
+  ``custom_vjp_value_and_grad`` accept ``mask=`` and pass it on, and ``custom_vjp(layer)`` takes it as its
+  fourth argument, ``f(params, x, key, mask)``. A layer without the mark keeps the plain signature and is
+  never given a mask; passing ``mask=`` to a network none of whose layers takes one is a TypeError naming it. The
+  mask is data, not a parameter: it gets no gradient, and the caches hold it where the rule needs it.
 * ``jvp`` is reserved for a hand-written forward-mode rule; ``None``: not provided (nothing uses it
   yet).
 * ``name`` is a short label used by ``repr`` and :func:`fnnet.summary`: ``"Dense(64)"``, ``"Relu"``,
@@ -83,6 +93,9 @@ __all__ = [
     "check_real",
     "is_concrete",
     "is_int",
+    "mark_takes_mask",
+    "mask_kwargs",
+    "takes_mask",
     "prod",
     "shape_str",
     "shape_token",
@@ -149,6 +162,32 @@ def annotate(exc: Exception, prefix: str) -> Exception:
         return new
     exc.add_note(f"(raised in {prefix.rstrip(', :')})")
     return exc
+
+
+def mark_takes_mask(forward: Callable) -> Callable:
+    """Mark ``forward`` (which has a ``mask=None`` keyword) as taking a key-padding mask; returns it."""
+    forward.takes_mask = True
+    return forward
+
+
+def takes_mask(layer: Layer) -> bool:
+    """True when ``layer.forward`` takes ``mask=`` (it was marked with :func:`mark_takes_mask`)."""
+    return bool(getattr(layer.forward, "takes_mask", False))
+
+
+def mask_kwargs(layer: Layer, mask: Any) -> dict:
+    """``{"mask": mask}`` for a layer that takes one and a mask that is given, else ``{}``.
+
+    A mask given to a layer that takes none is a TypeError naming the layer.
+    """
+    if mask is None:
+        return {}
+    if not takes_mask(layer):
+        raise TypeError(
+            f"{layer.label} takes no mask: none of its layers uses one (masks go to layers such as "
+            f"fn.MultiHeadAttention); call it without mask="
+        )
+    return {"mask": mask}
 
 
 def shape_str(shape: Shape) -> str:

@@ -1,11 +1,15 @@
 """Gradients of a Layer + Loss: the manual path, its autodiff twin, and the ``custom_vjp`` bridge.
 
-All three have the signature ``f(params, x, target, *, key=None, train=True)`` and return
+All three have the signature ``f(params, x, target, *, key=None, train=True, mask=None)`` and return
 ``(loss, grads)``, or ``((loss, (pred, cache)), grads)`` with ``has_aux=True`` (the cache feeds
 ``layer.update_state``). They are pure, so they jit and vmap; vmapping over examples, each given a
 batch axis of 1, yields per-example gradients::
 
     per_ex = jax.vmap(fn.value_and_grad(net, fn.mse), in_axes=(None, 0, 0))(params, x[:, None], y[:, None])
+
+``mask`` (a boolean key-padding mask, True = attend) goes to the layer's forward when the layer takes
+one (:func:`fnnet.core.takes_mask`); giving it to a layer that takes none is a TypeError. It is data:
+it gets no gradient.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable
 
 import jax
 
-from fnnet.core import Array, Layer, Loss
+from fnnet.core import Array, Layer, Loss, mask_kwargs
 
 __all__ = [
     "GRAD_SOURCES",
@@ -40,8 +44,8 @@ def value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) -> Callab
     """
     _check_pair(layer, loss)
 
-    def f(params, x: Array, target: Array, *, key=None, train=True):
-        pred, cache = layer.forward(params, x, key=key, train=train)
+    def f(params, x: Array, target: Array, *, key=None, train=True, mask=None):
+        pred, cache = layer.forward(params, x, key=key, train=train, **mask_kwargs(layer, mask))
         value, loss_cache = loss.forward(pred, target)
         grads, _ = layer.backward(params, cache, loss.backward(loss_cache))
         return ((value, (pred, cache)), grads) if has_aux else (value, grads)
@@ -53,22 +57,22 @@ def autodiff_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False) 
     """The same function through ``jax.value_and_grad`` of the very same forward code."""
     _check_pair(layer, loss)
 
-    def objective(params, x, target, key, train):
-        pred, cache = layer.forward(params, x, key=key, train=train)
+    def objective(params, x, target, key, train, mask):
+        pred, cache = layer.forward(params, x, key=key, train=train, **mask_kwargs(layer, mask))
         value, _ = loss.forward(pred, target)
         return value, (pred, cache)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def f(params, x: Array, target: Array, *, key=None, train=True):
-        (value, aux), grads = grad_fn(params, x, target, key, train)
+    def f(params, x: Array, target: Array, *, key=None, train=True, mask=None):
+        (value, aux), grads = grad_fn(params, x, target, key, train, mask)
         return ((value, aux), grads) if has_aux else (value, grads)
 
     return f
 
 
 def custom_vjp(layer: Layer, *, train: bool = True, has_aux: bool = False) -> Callable:
-    """A JAX function ``(params, x, key=None) -> y`` whose VJP is the layer's hand-written rule.
+    """A JAX function ``(params, x, key=None, mask=None) -> y`` whose VJP is the layer's hand-written rule.
 
     ``jax.grad`` (or ``jax.vjp``) through it runs ``layer.backward``; research code can mix fnnet
     layers with its own JAX code and still exercise the manual rules.
@@ -91,19 +95,19 @@ def custom_vjp(layer: Layer, *, train: bool = True, has_aux: bool = False) -> Ca
         raise TypeError(f"custom_vjp expected a fnnet Layer, got {type(layer).__name__}")
 
     @jax.custom_vjp
-    def f(params, x, key=None):
-        y, cache = layer.forward(params, x, key=key, train=train)
+    def f(params, x, key=None, mask=None):
+        y, cache = layer.forward(params, x, key=key, train=train, **mask_kwargs(layer, mask))
         return (y, cache) if has_aux else y
 
-    def fwd(params, x, key=None):
-        y, cache = layer.forward(params, x, key=key, train=train)
+    def fwd(params, x, key=None, mask=None):
+        y, cache = layer.forward(params, x, key=key, train=train, **mask_kwargs(layer, mask))
         return ((y, cache) if has_aux else y), (params, cache)
 
     def bwd(res, out_bar):
         params, cache = res
         dy = out_bar[0] if has_aux else out_bar  # the cache's cotangent is ignored: it is not differentiated
         dparams, dx = layer.backward(params, cache, dy)
-        return dparams, dx, None
+        return dparams, dx, None, None  # the key and the mask get no gradient
 
     f.defvjp(fwd, bwd)
     return f
@@ -137,14 +141,15 @@ def custom_vjp_value_and_grad(layer: Layer, loss: Loss, *, has_aux: bool = False
     loss_fn = custom_vjp_loss(loss)
     fs = {t: custom_vjp(layer, train=t, has_aux=True) for t in (True, False)}
 
-    def objective(params, x, target, key, train):
-        pred, cache = fs[train](params, x, key)
+    def objective(params, x, target, key, train, mask):
+        pred, cache = fs[train](params, x, key, mask)
         return loss_fn(pred, target), (pred, cache)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def f(params, x: Array, target: Array, *, key=None, train=True):
-        (value, aux), grads = grad_fn(params, x, target, key, train)
+    def f(params, x: Array, target: Array, *, key=None, train=True, mask=None):
+        mask_kwargs(layer, mask)  # a mask for a layer that takes none: TypeError, before tracing
+        (value, aux), grads = grad_fn(params, x, target, key, train, mask)
         return ((value, aux), grads) if has_aux else (value, grads)
 
     return f

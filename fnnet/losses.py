@@ -16,6 +16,9 @@ Conventions, against optax:
   log-sum-exp, so logits of ±1e4 are safe. Targets are integer labels ``(B,)`` or float rows
   ``(B, C)``: one-hot, probabilities, or any real rows. Fused rule: dz = (s·softmax(z) − y) / B with
   s = Σ_c y_c the row's sum (s = 1 for a distribution, giving the familiar (p − y) / B).
+* ``sequence_cross_entropy``: softmax cross-entropy per token of logits (B, T, V) against integer labels
+  (B, T), the **mean over the tokens** that count (all, or those an optional mask (B, T) keeps), as
+  ``torch.nn.functional.cross_entropy`` with ``ignore_index``. Fused rule: dz = w (p − onehot(y)) / N.
 * ``binary_cross_entropy``: from logits, −[y log σ(z) + (1 − y) log(1 − σ(z))] summed per example,
   written as softplus(z) − z y = logaddexp(z, 0) − z y, so log(0) never occurs. Fused rule:
   dz = (σ(z) − y) / B.
@@ -45,8 +48,10 @@ __all__ = [
     "BinaryCrossEntropy",
     "MeanSquaredError",
     "SoftmaxCrossEntropy",
+    "SequenceCrossEntropy",
     "binary_cross_entropy",
     "mse",
+    "sequence_cross_entropy",
     "softmax_cross_entropy",
 ]
 
@@ -273,6 +278,124 @@ class BinaryCrossEntropy(Loss):
 
 
 binary_cross_entropy = BinaryCrossEntropy(_bce_forward, _bce_backward)
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _sequence_parts(logits: Array, target) -> tuple[Array, Array | None]:
+    """(labels, mask or None) from ``target``: the labels, or a ``(labels, mask)`` pair; checked."""
+    name = "sequence_cross_entropy"
+    check_float(name, logits, "logits")
+    if jnp.ndim(logits) != 3:
+        raise ShapeError(f"{name} expects logits (batch, time, vocabulary), got {shape_str(jnp.shape(logits))}")
+    if isinstance(target, (tuple, list)):
+        if len(target) != 2:
+            raise ValueError(f"{name} takes target = labels or (labels, mask), got a sequence of {len(target)} items")
+        labels, mask = target
+    else:
+        labels, mask = target, None
+    batch, time, _ = logits.shape
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise DTypeError(
+            f"{name} needs integer labels (batch, time), got dtype {jnp.result_type(labels)}; "
+            f"pass target = labels or (labels, mask)"
+        )
+    if jnp.shape(labels) != (batch, time):
+        raise ShapeError(
+            f"{name} got logits {shape_str(logits.shape)} and labels {shape_str(jnp.shape(labels))}; "
+            f"labels must have shape ({batch}, {time})"
+        )
+    if mask is not None:
+        mdtype = jnp.result_type(mask)
+        if not (mdtype == jnp.bool_ or jnp.issubdtype(mdtype, jnp.integer) or jnp.issubdtype(mdtype, jnp.floating)):
+            raise DTypeError(f"{name} needs a boolean (or 0/1) mask, got dtype {mdtype}")
+        if jnp.shape(mask) != (batch, time):
+            raise ShapeError(
+                f"{name} got labels {shape_str(jnp.shape(labels))} and mask {shape_str(jnp.shape(mask))}; "
+                f"the mask must have the labels' shape ({batch}, {time})"
+            )
+    return labels, mask
+
+
+def _seq_forward(logits: Array, target) -> tuple[Array, tuple[Array, Array, Array, Array]]:
+    """L = (1/N) Σ_{b,t} w_bt ℓ_bt, ℓ_bt = logsumexp(z_bt) − z_bt[y_bt], N = Σ w (1 where N = 0); w = mask or 1.
+
+    Out-of-range labels of tokens that count raise a ``ValueError`` when concrete; under ``jit``/``vmap``
+    such a token's loss (and so L) and its gradient row are NaN. Tokens the mask drops are never read:
+    their labels may be anything (e.g. −100 padding, as PyTorch's ``ignore_index``) and their logits too.
+    """
+    labels, mask = _sequence_parts(logits, target)
+    vocab = logits.shape[-1]
+    ct = _compute_dtype(logits)
+    w = jnp.ones(labels.shape, ct) if mask is None else jnp.asarray(mask).astype(ct)
+    keep = w != 0
+    valid = (labels >= 0) & (labels < vocab)
+    if is_concrete(labels) and is_concrete(w):
+        bad = np.asarray(keep) & ~np.asarray(valid)
+        if bad.any():
+            label = int(np.asarray(labels)[bad][0])
+            raise ValueError(
+                f"sequence_cross_entropy got label {label}, out of range for a vocabulary of {vocab} "
+                f"(labels must lie in [0, {vocab - 1}], or be masked out)"
+            )
+    z = jnp.where(keep[..., None], logits.astype(ct), jnp.zeros((), ct))  # dropped tokens are never read
+    m = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    shifted = z - m
+    lse = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+    log_p = shifted - lse
+    hot = labels[..., None] == jnp.arange(vocab)[None, None, :]
+    picked = jnp.sum(jnp.where(hot, log_p, jnp.zeros((), ct)), axis=-1)
+    per_token = jnp.where(valid, -picked, jnp.asarray(jnp.nan, ct))  # the poison of an out-of-range label
+    count = jnp.sum(w)
+    n = jnp.where(count != 0, count, jnp.ones((), ct))
+    loss = jnp.sum(jnp.where(keep, w * per_token, jnp.zeros((), ct))) / n
+    scale = jnp.where(keep & valid, w / n, jnp.where(keep, jnp.asarray(jnp.nan, ct), jnp.zeros((), ct)))
+    safe = jnp.where(valid, labels, 0)
+    return loss.astype(logits.dtype), (jnp.exp(log_p), safe, scale, _dtype_token(logits))
+
+
+def _seq_backward(cache: tuple[Array, Array, Array, Array]) -> Array:
+    """dL/dz_bt = (w_bt / N) (softmax(z_bt) − onehot(y_bt)): the fused rule, 0 on the tokens the mask drops.
+
+    From ℓ = logsumexp(z) − z_y: ∂ℓ/∂z = softmax(z) − onehot(y). With no token kept (N = 0) every
+    row is 0; an out-of-range label of a kept token (under tracing) gives a NaN row.
+    """
+    p, labels, scale, token = cache
+    hot = labels[..., None] == jnp.arange(p.shape[-1])[None, None, :]
+    diff = p - hot.astype(p.dtype)
+    return (scale[..., None] * diff).astype(token.dtype)
+
+
+class SequenceCrossEntropy(Loss):
+    """Softmax cross-entropy per token, the mean over the tokens that count: ``fn.sequence_cross_entropy``.
+
+    ``forward(logits, target) -> (loss, cache)`` with logits ``(B, T, V)`` and ``target`` either integer labels
+    ``(B, T)`` or a pair ``(labels, mask)`` with a mask ``(B, T)``: boolean, True = the token counts (a 0/1 or
+    any real array is taken as weights w); ``backward(cache) -> dL/dlogits``. The loss is the mean over the
+    kept tokens of the whole batch (not a mean of per-sequence means), as ``torch.nn.functional.cross_entropy``
+    of the flattened tokens with ``ignore_index``; without a mask, the mean over all B·T tokens.
+
+    Forward:
+        L = (1/N) Σ_{b,t} w_bt ℓ_bt,   ℓ_bt = logsumexp(z_bt) − z_bt[y_bt],   N = Σ_{b,t} w_bt,
+        with log-sum-exp shifted by the row's max (logits of ±1e4 are safe), in at least float32; w = 1 without
+        a mask. With no token kept (N = 0) the loss is 0, not NaN.
+
+    Backward:
+        dL/dz_bt = (w_bt / N) (softmax(z_bt) − onehot(y_bt)): the fused rule; 0 on dropped tokens, and 0
+        everywhere when N = 0. The mask itself gets no gradient.
+
+    Raises:
+        ShapeError: logits not ``(B, T, V)``, labels or mask not ``(B, T)``.
+        DTypeError: float labels, or a mask that is not boolean or numeric.
+        ValueError: a concrete label outside [0, V − 1] on a token that counts (dropped tokens are not read:
+            padding labels such as −100 are fine). Under ``jit``/``vmap`` such a label makes the loss and that
+            token's gradient row NaN instead.
+    """
+
+    __slots__ = ()
+
+
+sequence_cross_entropy = SequenceCrossEntropy(_seq_forward, _seq_backward)
 
 LOSSES = {
     "mse": mse,

@@ -8,7 +8,7 @@ import pytest
 import fnnet as fn
 from fnnet import activations as act
 
-ELEMENTWISE = ["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "swish", "softplus", "identity"]
+ELEMENTWISE = ["sigmoid", "tanh", "relu", "leaky_relu", "gelu", "swish", "softplus", "softsign", "identity"]
 PLAIN = {
     "sigmoid": jax.nn.sigmoid,
     "tanh": jnp.tanh,
@@ -17,6 +17,7 @@ PLAIN = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "swish": jax.nn.swish,
     "softplus": jax.nn.softplus,
+    "softsign": jax.nn.soft_sign,
     "identity": lambda x: x,
 }
 
@@ -53,13 +54,15 @@ def test_kinks_are_pinned_as_in_jax_nn():
     assert float(jax.grad(lambda v: act.leaky_relu(v, 0.2))(0.0)) == 1.0
 
 
-@pytest.mark.parametrize("name", ["softplus", "gelu", "swish", "sigmoid", "tanh"])
+@pytest.mark.parametrize("name", ["softplus", "softsign", "gelu", "swish", "sigmoid", "tanh"])
 def test_smooth_activations_agree_with_autodiff_exactly_at_zero(name):
     """No kink: the rule and jax.grad of fnnet's forward both give f'(0) (softplus: σ(0) = ½)."""
     f = getattr(act, name)
     manual = float(act.derivative(name, jnp.zeros(())))
     assert float(jax.grad(f)(0.0)) == pytest.approx(manual, abs=1e-7)
-    assert manual == pytest.approx({"softplus": 0.5, "gelu": 0.5, "swish": 0.5, "sigmoid": 0.25, "tanh": 1.0}[name])
+    assert manual == pytest.approx(
+        {"softplus": 0.5, "softsign": 1.0, "gelu": 0.5, "swish": 0.5, "sigmoid": 0.25, "tanh": 1.0}[name]
+    )
 
 
 def test_sigmoid_derivative_peaks_at_a_quarter():
@@ -67,6 +70,23 @@ def test_sigmoid_derivative_peaks_at_a_quarter():
     d = act.derivative("sigmoid", x)
     assert float(d.max()) == pytest.approx(0.25, abs=1e-7)
     assert float(x[jnp.argmax(d)]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_softsign_rule_is_one_over_one_plus_abs_x_squared_and_saturates_polynomially():
+    """softsign'(x) = 1/(1 + |x|)² (= (1 − |y|)², Glorot & Bengio 2010's contrast with tanh's exponential
+    tails); at ±∞ the value and the rule give the limits ±1 and 0, not ∞/∞ = NaN, and so does jax.grad."""
+    x = jnp.array([-1e3, -3.0, -0.5, 0.5, 3.0, 1e3])
+    y, cache = act.softsign_forward(x)
+    np.testing.assert_allclose(act.softsign_backward(cache, jnp.ones_like(x)), (1 - jnp.abs(y)) ** 2, rtol=1e-4)
+    np.testing.assert_allclose(act.derivative("softsign", x), 1 / (1 + jnp.abs(x)) ** 2, rtol=1e-6)
+    # the tail: at x = 5 tanh' = 4/(e^5 + e^-5)² ≈ 1.8e-4, softsign' = 1/36
+    assert float(act.derivative("softsign", jnp.array(5.0))) == pytest.approx(1 / 36, rel=1e-6)
+    assert float(act.derivative("tanh", jnp.array(5.0))) == pytest.approx(1.8158e-4, rel=1e-3)
+    inf = jnp.array([-jnp.inf, jnp.inf])
+    y, cache = act.softsign_forward(inf)
+    np.testing.assert_array_equal(y, [-1.0, 1.0])
+    np.testing.assert_array_equal(act.softsign_backward(cache, jnp.ones(2)), [0.0, 0.0])
+    np.testing.assert_array_equal(jax.vmap(jax.grad(act.softsign))(inf), [0.0, 0.0])
 
 
 def test_caches_are_minimal(key):
@@ -103,7 +123,7 @@ def test_sigmoid_is_finite_at_extremes():
 
 
 @pytest.mark.parametrize(
-    "make", [fn.Sigmoid, fn.Tanh, fn.Relu, fn.Gelu, fn.Swish, fn.Softplus, fn.Identity, fn.Softmax]
+    "make", [fn.Sigmoid, fn.Tanh, fn.Relu, fn.Gelu, fn.Swish, fn.Softplus, fn.Softsign, fn.Identity, fn.Softmax]
 )
 def test_layer_forms_keep_shape_and_have_no_params(make, key):
     layer = make()

@@ -279,7 +279,8 @@ def traced(net, params, d_in, where, train, good=None):
 
 def corrupt(p, how, pick):
     """One leaf (or the container) of a layer's params dict made wrong in the way ``how`` says."""
-    k = sorted(p)[pick % len(p)]
+    arrays = sorted(j for j in p if not isinstance(p[j], dict))  # array leaves, not a buffer sub-dict
+    k = arrays[pick % len(arrays)]
     s = p[k]
     if how == "size":
         return p | {k: jax.ShapeDtypeStruct(s.shape[:-1] + (s.shape[-1] + 1,), s.dtype)}

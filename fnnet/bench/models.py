@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import jax
+
 import fnnet as fn
 from fnnet.core import Layer, Loss
+
+GPT_BLOCK = "gpt_block_t256_d256_h4_b8"
+ATTENTION = ("attention_t1024_d64_h4_b1", "attention_t4096_d64_h4_b1")
 
 
 class Entry(NamedTuple):
@@ -26,6 +31,8 @@ class Entry(NamedTuple):
     loss: Loss
     classes: int  # integer labels in [0, classes)
     flops: int  # analytic FLOPs of one train step (forward + backward + update)
+    target: Callable | None = None  # target(key, x) -> the loss's target; None: integer labels (batch,)
+    grad_memory: bool = False  # also compile value_and_grad alone (manual, autodiff) for its temp memory
 
 
 def step_flops(macs: list[tuple[int, bool]]) -> int:
@@ -109,11 +116,11 @@ def cnn(name: str, hw: int, channels: tuple[int, int], hidden: int, batch: int) 
 
 
 def recurrent(name: str, kind: str, steps: int, d_in: int, hidden: int, batch: int) -> Entry:
-    """An RNN (tanh) or LSTM over ``steps`` steps, its last hidden state into Dense(10)."""
-    gates = 4 if kind == "lstm" else 1
+    """An RNN (tanh), LSTM or GRU over ``steps`` steps, its last hidden state into Dense(10)."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
 
     def build() -> Layer:
-        cell = fn.LSTM(hidden) if kind == "lstm" else fn.RNN(hidden)
+        cell = {"lstm": fn.LSTM, "gru": fn.GRU, "rnn": fn.RNN}[kind](hidden)
         return fn.serial(cell, fn.Dense(10))
 
     n = batch * steps
@@ -121,6 +128,41 @@ def recurrent(name: str, kind: str, steps: int, d_in: int, hidden: int, batch: i
     macs = [(n * d_in * gates * hidden, False), (n * hidden * gates * hidden, True), (batch * hidden * 10, True)]
     about = f"{kind.upper()} {d_in}->{hidden} over {steps} steps, Dense(10) on h_T"
     return Entry(name, about, build, (steps, d_in), batch, fn.softmax_cross_entropy, 10, step_flops(macs))
+
+
+def _same_shape_target(key, x):
+    """A standard normal target of the shape of x (for layers that keep the shape, under mse)."""
+    return jax.random.normal(key, x.shape, x.dtype)
+
+
+def attention_macs(batch: int, T: int, d: int, heads: int) -> list[tuple[int, bool]]:
+    """Q, K, V projections (their dx is x's: not needed when x is the input), the two T × T products per head
+    (counted in full, causal or not), and Wo."""
+    dh = d // heads
+    proj = [(batch * T * d * d, False)] * 3
+    return proj + [(batch * heads * T * T * dh, True)] * 2 + [(batch * T * d * d, True)]
+
+
+def attention(name: str, T: int, d: int, heads: int, batch: int) -> Entry:
+    """``serial(MultiHeadAttention(heads, causal=True))`` under mse: the layer of the memory target, timed."""
+    about = f"causal MultiHeadAttention({heads}), T={T}, d={d} (tile: layer's default), mse"
+
+    def build() -> Layer:
+        return fn.serial(fn.MultiHeadAttention(heads, causal=True))
+
+    flops = step_flops(attention_macs(batch, T, d, heads))
+    return Entry(name, about, build, (T, d), batch, fn.mse, 0, flops, _same_shape_target, grad_memory=True)
+
+
+def gpt_block(name: str, T: int, d: int, heads: int, batch: int, mlp_ratio: int = 4) -> Entry:
+    """One Pre-LN ``transformer_block(d, heads)`` (causal) under mse."""
+    about = f"Pre-LN transformer block, T={T}, d={d}, {heads} heads, MLP {mlp_ratio}x, mse"
+
+    def build() -> Layer:
+        return fn.transformer_block(d, heads, causal=True, mlp_ratio=mlp_ratio)
+
+    macs = attention_macs(batch, T, d, heads) + [(batch * T * d * mlp_ratio * d, True)] * 2
+    return Entry(name, about, build, (T, d), batch, fn.mse, 0, step_flops(macs), _same_shape_target)
 
 
 def entries(quick: bool) -> list[Entry]:
@@ -132,6 +174,7 @@ def entries(quick: bool) -> list[Entry]:
             recurrent("rnn_t10_b16", "rnn", 10, 8, 16, 16),
             batchnorm_mlp("bn_mlp_40-64-64-10_b32", [40, 64, 64, 10], 32),
             residual_mlp("res_mlp_40-64x2_b32", 40, 64, 2, 10, 32),
+            attention("attention_t128_d32_b2", 128, 32, 4, 2),
         ]
     return [
         mlp("mlp_40-100-100-10_b32", [40, 100, 100, 10], 32),
@@ -147,4 +190,8 @@ def entries(quick: bool) -> list[Entry]:
         recurrent("lstm_t50_b64", "lstm", 50, 32, 128, 64),
         batchnorm_mlp("bn_mlp_784-512-512-10_b256", [784, 512, 512, 10], 256),
         residual_mlp("res_mlp_784-512x4_b256", 784, 512, 4, 10, 256),
+        recurrent("gru_t50_b64", "gru", 50, 32, 128, 64),
+        gpt_block(GPT_BLOCK, 256, 256, 4, 8),
+        attention(ATTENTION[0], 1024, 64, 4, 1),
+        attention(ATTENTION[1], 4096, 64, 4, 1),
     ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 
 from fnnet._io import atomic_write, dumps
+from fnnet.bench.models import ATTENTION, GPT_BLOCK
 
 LARGE_MLP = "mlp_784-1024-1024-10_b256"
 TARGETS = {
@@ -20,6 +21,10 @@ TARGETS = {
     "large_mlp_peak_fraction": 0.85,  # the large MLP's manual step, of the measured matmul peak
     "sweep_vs_torch": 20.0,  # vmapped sweep over a PyTorch eager loop
     "sweep_vs_jit_loop": 5.0,  # vmapped sweep over a Python loop of jitted runs
+    "gpt_block_ratio": 1.00,  # manual ÷ autodiff step time of the GPT block
+    "attention_ratio": 1.10,  # ... of attention alone (each of T = 1024 and T = 4096)
+    "attention_memory_t1024": 1 / 3,  # temp memory of value_and_grad, manual ÷ autodiff, attention at T = 1024
+    "attention_memory_t4096": 1 / 10,  # ... at T = 4096
 }
 SOURCES = ("manual", "autodiff", "custom_vjp")
 
@@ -188,6 +193,38 @@ def targets(result: dict) -> list[dict]:
             "large_mlp_peak_fraction",
         )
     )
+    by_name = {r["entry"]: r for r in rows}
+    block = by_name.get(GPT_BLOCK)
+    out.append(
+        _t(
+            f"GPT block (B8 T256 d256 h4) manual/autodiff <= {TARGETS['gpt_block_ratio']:.2f}",
+            block and block["ratio_manual_autodiff"],
+            "{:.3f}",
+            "<=",
+            "gpt_block_ratio",
+        )
+    )
+    for name in ATTENTION:
+        r = by_name.get(name)
+        out.append(
+            _t(
+                f"attention {name.split('_')[1]} manual/autodiff <= {TARGETS['attention_ratio']:.2f}",
+                r and r["ratio_manual_autodiff"],
+                "{:.3f}",
+                "<=",
+                "attention_ratio",
+            )
+        )
+        t = name.split("_")[1]
+        out.append(
+            _t(
+                f"attention {t} grad temp memory manual/autodiff <= {TARGETS['attention_memory_' + t]:.3f}",
+                r and r.get("grad_temp_ratio_manual_autodiff"),
+                "{:.3f}",
+                "<=",
+                "attention_memory_" + t,
+            )
+        )
     sw = result.get("sweep", {})
     out.append(
         _t(

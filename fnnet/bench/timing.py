@@ -82,11 +82,14 @@ def make_step(layer, loss, source: str, lr: float = LR) -> Callable:
 
 
 def inputs(entry: Entry, seed: int = 0) -> tuple[Any, Any, Any]:
-    """(params, x, labels) for ``entry``, drawn from fixed keys."""
+    """(params, x, target) for ``entry``, drawn from fixed keys: integer labels, or ``entry.target(key, x)``."""
     k_init, k_x, k_y = jax.random.split(jax.random.key(seed), 3)
     _, params = entry.build().init(k_init, entry.in_shape)
     x = jax.random.normal(k_x, (entry.batch,) + tuple(entry.in_shape), jnp.float32)
-    y = jax.random.randint(k_y, (entry.batch,), 0, entry.classes, jnp.int32)
+    if entry.target is not None:
+        y = entry.target(k_y, x)
+    else:
+        y = jax.random.randint(k_y, (entry.batch,), 0, entry.classes, jnp.int32)
     return params, x, y
 
 
@@ -148,6 +151,14 @@ def bench_entry(
         grads = {s: jax.jit(GRAD_SOURCES[s](layer, entry.loss))(params, x, y)[1] for s in sources}
         for s in sources:
             row["sources"][s] = {"grad_rel_err_vs_autodiff": rel_error(grads[s], grads.get("autodiff", grads[s]))}
+
+    if entry.grad_memory:  # the memory target's measure: value_and_grad alone, no optimizer step
+        for s in ("manual", "autodiff"):
+            exe = jax.jit(GRAD_SOURCES[s](layer, entry.loss)).lower(params, x, y).compile()
+            row["sources"].setdefault(s, {})["grad_temp_bytes"] = _memory(exe)["temp_bytes"]
+        m, a = (row["sources"][s]["grad_temp_bytes"] for s in ("manual", "autodiff"))
+        if m is not None and a:
+            row["grad_temp_ratio_manual_autodiff"] = m / a
 
     compiled, state = {}, {}
     for s in sources:

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fnnet.core import Array, Layer, ShapeError, annotate, shape_str
+from fnnet.core import Array, Layer, ShapeError, annotate, mark_takes_mask, mask_kwargs, shape_str, takes_mask
 
 
 def _split(key: Array | None, n: int) -> list[Array | None]:
@@ -42,6 +42,9 @@ def serial(*layers: Layer) -> Layer:
     child's is (the chain rule adds no assumption). Params that are not a tuple/list are a TypeError,
     one of the wrong length a ValueError; a child's own error gets ``serial layer i, `` in front
     (i counts from 0, as ``params[i]``), keeping its type.
+
+    ``forward(..., mask=mask)`` hands a key-padding mask to the children that take one
+    (:func:`fnnet.core.takes_mask`); a serial takes a mask when any child does.
     """
     if not layers:
         raise ValueError("serial needs at least one layer")
@@ -73,13 +76,23 @@ def serial(*layers: Layer) -> Layer:
             params.append(p)
         return shape, tuple(params)
 
-    def forward(params, x: Array, *, key=None, train=True):
+    masked = [takes_mask(layer) for layer in layers]
+
+    label = f"serial({', '.join(c.label for c in layers)})"
+
+    def forward(params, x: Array, *, key=None, train=True, mask=None):
+        if mask is not None and not any(masked):
+            raise TypeError(f"{label} takes no mask: none of its layers uses one; call it without mask=")
         check_params(params)
         caches = []
         for i, (layer, p, k) in enumerate(zip(layers, params, _split(key, len(layers)))):
-            x, c = _inside(where[i], layer.forward, p, x, key=k, train=train)
+            kw = {"mask": mask} if masked[i] and mask is not None else {}
+            x, c = _inside(where[i], layer.forward, p, x, key=k, train=train, **kw)
             caches.append(c)
         return x, tuple(caches)
+
+    if any(masked):
+        forward = mark_takes_mask(forward)
 
     def backward(params, caches, dy: Array):
         check_params(params)
@@ -101,7 +114,7 @@ def serial(*layers: Layer) -> Layer:
             )
 
     init.parts = ("serial", tuple(layers))  # for fnnet.summary: the children, in order
-    return Layer(init, forward, backward, update_state, name=f"serial({', '.join(c.label for c in layers)})")
+    return Layer(init, forward, backward, update_state, name=label)
 
 
 def parts(layer: Layer) -> tuple[str, tuple[Layer, ...]] | None:
@@ -113,7 +126,7 @@ def residual(layer: Layer) -> Layer:
     """y = x + F(x). Backward: dx = dy + dx_F, where (dθ, dx_F) = F.backward(θ, cache, dy).
 
     Exact wherever F's rule is. Params are F's own; an error F raises gets ``residual branch, `` in
-    front, keeping its type.
+    front, keeping its type. ``forward(..., mask=mask)`` hands a mask to F when F takes one.
     """
     if not isinstance(layer, Layer):
         raise TypeError(
@@ -129,8 +142,9 @@ def residual(layer: Layer) -> Layer:
             )
         return tuple(in_shape), params
 
-    def forward(params, x: Array, *, key=None, train=True):
-        fx, cache = _inside(where, layer.forward, params, x, key=key, train=train)
+    def forward(params, x: Array, *, key=None, train=True, mask=None):
+        kw = mask_kwargs(layer, mask)  # a mask for an F that takes none: TypeError
+        fx, cache = _inside(where, layer.forward, params, x, key=key, train=train, **kw)
         if fx.shape != x.shape:
             raise ShapeError(
                 f"residual needs F to keep the shape, but F maps {shape_str(x.shape)} to {shape_str(fx.shape)}"
@@ -140,6 +154,9 @@ def residual(layer: Layer) -> Layer:
     def backward(params, cache, dy: Array):
         dparams, dx = _inside(where, layer.backward, params, cache, dy)
         return dparams, dy + dx
+
+    if takes_mask(layer):
+        forward = mark_takes_mask(forward)
 
     update_state = None
     if layer.update_state is not None:

@@ -1,4 +1,6 @@
-"""BatchNorm and LayerNorm: normalize, then scale by γ and shift by β, with the compact backward.
+"""BatchNorm and LayerNorm: normalize, then scale by γ and shift by β, with the compact backward; RMSNorm.
+
+RMSNorm (last section) rescales by the root mean square alone, without centring or shift.
 
 Both compute, over a set of m entries that share a mean (the reduced axes),
     μ = (1/m) Σ x,   σ² = (1/m) Σ (x − μ)²   (biased: divided by m),
@@ -257,3 +259,53 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
         return grads, _normalize_backward(xhat, inv, dxhat, (dy.ndim - 1,))
 
     return Layer(init, forward, backward, name="LayerNorm")
+
+
+def RMSNorm(eps: float = 1e-6) -> Layer:
+    """Root-mean-square normalization over the last axis: x (..., d) -> y of the same shape.
+
+    Forward (per row, the mean over the d features):
+        r = 1 / √(mean(x²) + ε),   x̂ = x · r,   y = g ⊙ x̂,
+    params = {"g": (d,) = 1}; no centring and no shift (Zhang & Sennrich 2019, eq. 4). The same as
+    ``torch.nn.functional.rms_norm(x, (d,), g, eps)``; ε = 1e-6 here (PyTorch's default ``eps=None``
+    means the dtype's machine epsilon). The same in training and evaluation; no state.
+
+    Backward, with dx̂ = dy ⊙ g (∂r/∂x_j = −r³ x_j / d):
+        dg = Σ_rows dy ⊙ x̂,
+        dx = r · (dx̂ − x̂ · mean(dx̂ ⊙ x̂))   (the mean over the last axis).
+    Exact for every input: ε > 0 keeps r finite, so a zero row gives x̂ = 0 and dx = dx̂/√ε.
+
+    Params: ``{"g": (d,)}``, floating point; anything else is refused while tracing, naming the leaf.
+
+    Reference: B. Zhang & R. Sennrich 2019, "Root Mean Square Layer Normalization", eq. 4.
+    """
+    eps = _check_eps("RMSNorm", eps)
+    name = "RMSNorm()"
+    spec = {"g": ("d",)}
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        del key
+        if len(in_shape) < 1:
+            raise ShapeError(f"{name} needs inputs with a feature axis, got shape {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
+        return tuple(in_shape), {"g": jnp.ones((in_shape[-1],), dtype)}
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        g = params["g"]
+        check_input(name, x, (g.shape[0],), leading="...")
+        check_dtype_match(name, x, g)
+        r = 1.0 / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+        xhat = x * r
+        return _row(g, x.ndim) * xhat, {"xhat": xhat, "inv": r}
+
+    def backward(params, cache, dy: Array):
+        check_params(name, params, spec)
+        xhat, r = cache["xhat"], cache["inv"]
+        dg = jnp.sum(dy * xhat, axis=tuple(range(dy.ndim - 1)))
+        dxhat = dy * _row(params["g"], dy.ndim)
+        dx = r * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+        return {"g": dg}, dx
+
+    return Layer(init, forward, backward, name="RMSNorm")

@@ -1,4 +1,4 @@
-"""Recurrent layers, RNN (Elman) and LSTM, with backpropagation through time written by hand.
+"""Recurrent layers, RNN (Elman), LSTM and GRU, with backpropagation through time written by hand.
 
 Inputs are batch first, x: (B, T, d_in); the initial state is zero. The forward is a ``lax.scan``
 over time; the backward is a reverse ``lax.scan`` that carries the gradient flowing into the hidden
@@ -21,7 +21,9 @@ The domain of the hand-written rules (what they assume):
 plot vanishing and exploding gradients over time.
 
 References: Elman 1990 (the simple recurrent network); Werbos 1990 (BPTT); Hochreiter &
-Schmidhuber 1997 and Gers et al. 2000 (LSTM with forget gate); Pascanu et al. 2013, eq. 3-7
+Schmidhuber 1997 and Gers et al. 2000 (LSTM with forget gate); Cho et al. 2014, "Learning Phrase
+Representations using RNN Encoder-Decoder for Statistical Machine Translation", sec. 2.3 (the GRU;
+fnnet follows PyTorch's ``torch.nn.GRU`` variant, reset gate applied after U_n); Pascanu et al. 2013, eq. 3-7
 (∂h_T/∂h_k as a product of Jacobians; vanishing and exploding gradients); Jozefowicz et al. 2015
 (forget-gate bias 1); A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Keras*,
 2nd ed., Packt, 2019, chapter "The Math Behind Deep Learning", section "Thinking about backpropagation
@@ -305,6 +307,141 @@ def LSTM(
         inputs = (dys, xs, _shift(hs), _shift(cs), cs, cache["gates"])
         (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
+
+    return Layer(init, forward, backward, name=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU
+
+
+def _uniform(bound: float) -> initializers.Initializer:
+    """U(−bound, bound) for every entry, whatever the shape: PyTorch's init of its recurrent layers."""
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        return jax.random.uniform(key, tuple(shape), dtype, -bound, bound)
+
+    return init
+
+
+def _gru_scan(params, xs: Array) -> tuple[Array, Array, Array]:
+    """The GRU over time-major xs (T, B, d): returns (h_1..h_T, gates [r z n] per step, h U_n + bh_n per step)."""
+    W, U, b, bh = params["W"], params["U"], params["b"], params["bh"]
+    H = U.shape[0]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+
+    def step(h, xw_t):
+        hu = jnp.matmul(h, U) + jnp.reshape(bh, (1, -1))
+        r = activations.sigmoid(xw_t[:, :H] + hu[:, :H])
+        z = activations.sigmoid(xw_t[:, H : 2 * H] + hu[:, H : 2 * H])
+        hu_n = hu[:, 2 * H :]
+        n = jnp.tanh(xw_t[:, 2 * H :] + r * hu_n)
+        h_new = (1 - z) * n + z * h
+        return h_new, (h_new, jnp.concatenate([r, z, n], axis=-1), hu_n)
+
+    h0 = jnp.zeros((xs.shape[1], H), jnp.result_type(xs, U))
+    _, (hs, gates, hu_ns) = lax.scan(step, h0, xw)
+    return hs, gates, hu_ns
+
+
+def GRU(
+    hidden: int,
+    return_sequences: bool = False,
+    w_init: initializers.Initializer | None = None,
+    u_init: initializers.Initializer | None = None,
+    b_init: initializers.Initializer | None = None,
+) -> Layer:
+    """GRU with PyTorch's equations and layout; x (B, T, d_in) -> h_T (B, H) or every h_t (B, T, H).
+
+    Forward, h_0 = 0, blocks ordered [r, z, n] along the 3H axis of W, U, b, bh:
+        r = σ(x_t W_r + b_r + h_{t−1} U_r + bh_r)
+        z = σ(x_t W_z + b_z + h_{t−1} U_z + bh_z)
+        n = tanh(x_t W_n + b_n + r ⊙ (h_{t−1} U_n + bh_n))
+        h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
+    (``torch.nn.GRU``; Cho et al. 2014 put r before U_n instead). The layout ports to and from
+    PyTorch: W = ``weight_ih_l0.T`` (d_in, 3H), U = ``weight_hh_l0.T`` (H, 3H), b = ``bias_ih_l0``,
+    bh = ``bias_hh_l0`` (3H,). Two biases, not one: bh_n sits inside r ⊙ (·), so it is not b_n.
+
+    Default init, PyTorch's: every entry of W, U, b and bh ~ U(−1/√H, 1/√H). ``w_init``, ``u_init``
+    and ``b_init`` (the last for b and bh) are initializer functions that replace it.
+
+    Backward (BPTT), a reverse scan carrying δ_t = ∂L/∂h_t from the future, with g = dy_t + δ_t
+    and a_n = x_t W_n + b_n + r ⊙ u_n, u_n = h_{t−1} U_n + bh_n:
+        dn = g ⊙ (1 − z),   da_n = dn ⊙ (1 − n²),
+        da_z = g ⊙ (h_{t−1} − n) ⊙ z(1 − z),   da_r = da_n ⊙ u_n ⊙ r(1 − r),
+        dxw_t = [da_r, da_z, da_n]          (the gradient of x_t W + b),
+        dhu_t = [da_r, da_z, da_n ⊙ r]      (the gradient of h_{t−1} U + bh),
+        δ_{t−1} = g ⊙ z + dhu_t Uᵀ,   dx_t = dxw_t Wᵀ,
+        dW = Σ_t x_tᵀ dxw_t,   db = Σ_t Σ_batch dxw_t,   dU = Σ_t h_{t−1}ᵀ dhu_t,   dbh = Σ_t Σ_batch dhu_t;
+    dU and dbh accumulate in the scan; dW, db and dx are single matmuls over all steps after it.
+    Every gate is smooth, so the rule is exact for every input; return modes and state: the module
+    docstring.
+
+    Params: ``{"W": (d_in, 3H), "U": (H, 3H), "b": (3H,), "bh": (3H,)}``, one floating dtype;
+    anything else is refused while tracing, naming the leaf.
+
+    Reference: Cho et al. 2014, sec. 2.3; PyTorch's ``torch.nn.GRU`` documentation (equations, layout, init).
+    """
+    if not is_int(hidden) or hidden <= 0:
+        raise ValueError(f"GRU needs a positive integer hidden, got {hidden!r}")
+    H = int(hidden)
+    name = f"GRU({H})"
+    default = _uniform(1.0 / float(np.sqrt(H)))
+    w_init = initializers.resolve(name, "w_init", w_init, default)
+    u_init = initializers.resolve(name, "u_init", u_init, default)
+    b_init = initializers.resolve(name, "b_init", b_init, default)
+    spec = {"W": ("d_in", 3 * H), "U": (H, 3 * H), "b": (3 * H,), "bh": (3 * H,)}
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        T, d_in = _init_shapes(name, in_shape, dtype)
+        k_w, k_u, k_b, k_bh = jax.random.split(key, 4)
+        params = {
+            "W": initializers.draw(name, "w_init", w_init, k_w, (d_in, 3 * H), dtype),
+            "U": initializers.draw(name, "u_init", u_init, k_u, (H, 3 * H), dtype),
+            "b": initializers.draw(name, "b_init", b_init, k_b, (3 * H,), dtype),
+            "bh": initializers.draw(name, "b_init", b_init, k_bh, (3 * H,), dtype),
+        }
+        return ((T, H) if return_sequences else (H,)), params
+
+    def forward(params, x: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        _check_sequence(name, x, params["W"])
+        xs = jnp.swapaxes(x, 0, 1)
+        hs, gates, hu_ns = _gru_scan(params, xs)
+        y = jnp.swapaxes(hs, 0, 1) if return_sequences else hs[-1]
+        return y, {"x": xs, "h": hs, "gates": gates, "hu_n": hu_ns}
+
+    def backward(params, cache, dy: Array):
+        check_params(name, params, spec)
+        W, U = params["W"], params["U"]
+        xs, hs = cache["x"], cache["h"]
+        dys, delta_T = _step_cotangents(dy, hs, return_sequences)
+
+        def step(carry, inp):
+            dU, dbh, delta = carry
+            dy_t, h_prev, gates_t, hu_n = inp
+            r, z, n = (gates_t[:, k * H : (k + 1) * H] for k in range(3))
+            g = dy_t + delta
+            da_n = g * (1 - z) * (1 - n * n)
+            da_z = g * (h_prev - n) * z * (1 - z)
+            da_r = da_n * hu_n * r * (1 - r)
+            dhu = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
+            carry = (dU + jnp.matmul(h_prev.T, dhu), dbh + jnp.sum(dhu, axis=0), g * z + jnp.matmul(dhu, U.T))
+            return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+
+        zero = (jnp.zeros_like(U), jnp.zeros_like(params["bh"]), delta_T)
+        inputs = (dys, _shift(hs), cache["gates"], cache["hu_n"])
+        (dU, dbh, _), dxws = lax.scan(step, zero, inputs, reverse=True)
+        rows = xs.shape[0] * xs.shape[1]
+        flat_dxw = jnp.reshape(dxws, (rows, 3 * H))
+        grads = {
+            "W": jnp.matmul(jnp.reshape(xs, (rows, -1)).T, flat_dxw),
+            "U": dU,
+            "b": jnp.sum(flat_dxw, axis=0),
+            "bh": dbh,
+        }
+        return grads, jnp.swapaxes(jnp.matmul(dxws, W.T), 0, 1)
 
     return Layer(init, forward, backward, name=name)
 

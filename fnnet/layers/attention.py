@@ -1,0 +1,363 @@
+"""Multi-head self-attention with a hand-written, memory-lean backward (the FlashAttention recipe).
+
+The layer is :func:`MultiHeadAttention`; the attention core (after the projections, before ``Wo``) is
+:func:`attention_forward` / :func:`attention_backward`, usable on their own with ``(B, H, T, d_head)``
+arrays. Both process the keys in tiles: one tile of all T keys (the *dense* form) or tiles of
+``block`` keys swept by ``lax.scan`` (the *blocked* form), which never holds a T × T array.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from fnnet import initializers
+from fnnet.core import (
+    Array,
+    DTypeError,
+    Layer,
+    ShapeError,
+    check_dtype_match,
+    check_input,
+    check_param_dtype,
+    check_params,
+    is_int,
+    mark_takes_mask,
+    shape_str,
+)
+from fnnet.layers.dense import weight_gradient
+
+__all__ = [
+    "DENSE_MAX_T",
+    "DEFAULT_BLOCK",
+    "MultiHeadAttention",
+    "attention_backward",
+    "attention_forward",
+    "choose_block",
+]
+
+#: Sequences up to this length use the dense form by default (one tile of all keys); longer ones the
+#: blocked form with tiles of :data:`DEFAULT_BLOCK` keys. Measured with ``benchmarks/attention_memory.py``
+#: and ``fnnet bench --only attention`` (see the attention page of the docs).
+DENSE_MAX_T = 256
+DEFAULT_BLOCK = 256
+
+
+def choose_block(T: int, block_size: int | None) -> int:
+    """The key-tile size used for a sequence of length ``T``: ``T`` itself (dense) or a tile < T (blocked).
+
+    ``block_size=None`` picks by length: dense for ``T <= DENSE_MAX_T``, else tiles of ``DEFAULT_BLOCK``.
+    A given ``block_size`` is used as it is (``>= T`` means dense).
+    """
+    if block_size is None:
+        return T if T <= DENSE_MAX_T else DEFAULT_BLOCK
+    return min(int(block_size), T)
+
+
+def _fill(dtype: Any) -> Array:
+    """The score given to masked keys: a large finite negative number (half the dtype's lowest), never −inf."""
+    return jnp.asarray(jnp.finfo(dtype).min / 2, dtype)
+
+
+def _valid(T: int, start: Array | int, size: int, key_mask: Array | None, causal: bool) -> Array:
+    """Boolean (B or 1, 1, T, size): may query i attend key start + j? (in range, unmasked, causal)."""
+    j = start + jnp.arange(size)
+    ok = (j < T)[None, None, None, :]
+    if causal:
+        ok = ok & (j[None, :] <= jnp.arange(T)[:, None])[None, None]
+    if key_mask is not None:
+        km = lax.dynamic_slice_in_dim(key_mask, start, size, axis=1) if size != key_mask.shape[1] else key_mask
+        ok = ok & km[:, None, None, :]
+    return ok
+
+
+def _tiles(a: Array, block: int) -> Array:
+    """(B, H, T, d) -> (n_tiles, B, H, block, d), zero-padded at the end of T."""
+    B, H, T, d = a.shape
+    n = -(-T // block)
+    a = jnp.pad(a, ((0, 0), (0, 0), (0, n * block - T), (0, 0)))
+    return jnp.moveaxis(a.reshape(B, H, n, block, d), 2, 0)
+
+
+def _untile(t: Array, T: int) -> Array:
+    """(n_tiles, B, H, block, d) -> (B, H, T, d), dropping the padding."""
+    n, B, H, block, d = t.shape
+    return jnp.moveaxis(t, 0, 2).reshape(B, H, n * block, d)[:, :, :T]
+
+
+def _pad_mask(key_mask: Array | None, T: int, block: int) -> Array | None:
+    if key_mask is None:
+        return None
+    n = -(-T // block)
+    return jnp.pad(key_mask, ((0, 0), (0, n * block - T)), constant_values=False)
+
+
+def attention_forward(
+    q: Array, k: Array, v: Array, *, key_mask: Array | None = None, causal: bool = False, block: int | None = None
+) -> tuple[Array, Array]:
+    """O = softmax(Q Kᵀ/√d + mask) V per batch and head, and the row log-sum-exp, by the online softmax.
+
+    ``q, k, v``: (B, H, T, d). ``key_mask``: boolean (B, T), True = attend. Returns ``(O, lse)`` with
+    O (B, H, T, d) and lse (B, H, T) = log Σ_j exp(S_ij) over the attended keys j, where
+    S = Q Kᵀ/√d. A row with no attended key (fully masked) gets O = 0 and lse = 0.
+
+    Keys are swept in tiles of ``block`` (default: all T at once). For each tile t the running row
+    maximum m, the running sum l and the running (unnormalized) output a are updated
+    (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax", Algorithm 3; Dao et al.
+    2022, "FlashAttention", Algorithm 1):
+
+        m' = max(m, max_j S_ij),   p_ij = [j attended] · exp(S_ij − m'),
+        l' = e^{m − m'} l + Σ_j p_ij,   a' = e^{m − m'} a + p V_t,
+
+    and at the end O = a / l, lse = m + log l. Masked scores are replaced by a large finite negative
+    number (never −inf) and their p is set to exactly 0, so a fully masked row has l = 0 and gives
+    O = 0 (the division uses l = 1 there) with nothing NaN.
+    """
+    B, H, T, d = q.shape
+    block = T if block is None else min(int(block), T)
+    scale = 1.0 / math.sqrt(d)
+    fill = _fill(q.dtype)
+    qs = q * jnp.asarray(scale, q.dtype)
+
+    def step(carry, tile):
+        m, l, a = carry
+        k_t, v_t, start = tile
+        valid = _valid(T, start, block, km, causal)
+        s = jnp.where(valid, jnp.einsum("bhqd,bhkd->bhqk", qs, k_t), fill)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        p = jnp.where(valid, jnp.exp(s - m_new[..., None]), 0)
+        alpha = jnp.exp(m - m_new)
+        l_new = alpha * l + jnp.sum(p, axis=-1)
+        a_new = alpha[..., None] * a + jnp.einsum("bhqk,bhkd->bhqd", p, v_t)
+        return (m_new, l_new, a_new), None
+
+    init = (jnp.full((B, H, T), fill, q.dtype), jnp.zeros((B, H, T), q.dtype), jnp.zeros_like(q))
+    if block >= T:  # dense: one tile of all keys
+        km = key_mask
+        (m, l, a), _ = step(init, (k, v, 0))
+    else:
+        km = _pad_mask(key_mask, T, block)
+        starts = jnp.arange(0, -(-T // block) * block, block)
+        (m, l, a), _ = lax.scan(step, init, (_tiles(k, block), _tiles(v, block), starts))
+    empty = l == 0
+    l_safe = jnp.where(empty, jnp.ones_like(l), l)
+    o = a / l_safe[..., None]
+    lse = jnp.where(empty, jnp.zeros_like(m), m + jnp.log(l_safe))
+    return o, lse
+
+
+def attention_backward(
+    q: Array,
+    k: Array,
+    v: Array,
+    o: Array,
+    lse: Array,
+    do: Array,
+    *,
+    key_mask: Array | None = None,
+    causal: bool = False,
+    block: int | None = None,
+) -> tuple[Array, Array, Array]:
+    """(dQ, dK, dV) of :func:`attention_forward`, recomputing P tile by tile from the saved row lse.
+
+    With S = Q Kᵀ/√d, P = softmax_rows(S) (masked entries 0) and O = P V, for an upstream dO:
+
+        dV = Pᵀ dO,   dP = dO Vᵀ,
+        dS = P ⊙ (dP − rowsum(dP ⊙ P))            (the row-softmax Jacobian: ∂P_ij/∂S_ik = P_ij(δ_jk − P_ik)),
+        dQ = dS K / √d,   dK = dSᵀ Q / √d.
+
+    rowsum(dP ⊙ P)_i = Σ_j P_ij (dO_i · V_j) = dO_i · O_i =: D_i, so D is computed once from O and dO,
+    without P (Dao et al. 2022, "FlashAttention", Appendix B.2, eq. for D_i). P itself is never
+    stored between forward and backward: each key tile recomputes P_t = [attended] · exp(S_t − lse),
+    then dV_t = P_tᵀ dO and dK_t = dS_tᵀ Q/√d are that tile's rows and dQ accumulates dS_t K_t/√d.
+    A fully masked row has P = 0, so it sends no gradient anywhere (its O = 0 and D = 0).
+    """
+    B, H, T, d = q.shape
+    block = T if block is None else min(int(block), T)
+    scale = jnp.asarray(1.0 / math.sqrt(d), q.dtype)
+    qs = q * scale
+    fill = _fill(q.dtype)
+    D = jnp.sum(do * o, axis=-1)  # (B, H, T)
+
+    def grads(k_t, v_t, start, km):
+        valid = _valid(T, start, block, km, causal)
+        s = jnp.einsum("bhqd,bhkd->bhqk", qs, k_t)
+        p = jnp.where(valid, jnp.exp(jnp.where(valid, s, fill) - lse[..., None]), 0)
+        dv_t = jnp.einsum("bhqk,bhqd->bhkd", p, do)
+        dp = jnp.einsum("bhqd,bhkd->bhqk", do, v_t)
+        ds = p * (dp - D[..., None])
+        dq_part = jnp.einsum("bhqk,bhkd->bhqd", ds, k_t) * scale
+        dk_t = jnp.einsum("bhqk,bhqd->bhkd", ds, q) * scale
+        return dq_part, dk_t, dv_t
+
+    if block >= T:
+        return grads(k, v, 0, key_mask)
+    km = _pad_mask(key_mask, T, block)
+
+    def step(dq, tile):
+        k_t, v_t, start = tile
+        dq_part, dk_t, dv_t = grads(k_t, v_t, start, km)
+        return dq + dq_part, (dk_t, dv_t)
+
+    starts = jnp.arange(0, -(-T // block) * block, block)
+    dq, (dk, dv) = lax.scan(step, jnp.zeros_like(q), (_tiles(k, block), _tiles(v, block), starts))
+    return dq, _untile(dk, T), _untile(dv, T)
+
+
+def _split_heads(a: Array, h: int) -> Array:
+    """(B, T, d) -> (B, h, T, d/h): head i takes columns i·d_head:(i+1)·d_head."""
+    B, T, d = a.shape
+    return jnp.transpose(a.reshape(B, T, h, d // h), (0, 2, 1, 3))
+
+
+def _merge_heads(a: Array) -> Array:
+    """(B, h, T, d_head) -> (B, T, h·d_head), the inverse of :func:`_split_heads`."""
+    B, h, T, dh = a.shape
+    return jnp.transpose(a, (0, 2, 1, 3)).reshape(B, T, h * dh)
+
+
+def MultiHeadAttention(
+    num_heads: int,
+    *,
+    causal: bool = False,
+    use_bias: bool = True,
+    block_size: int | None = None,
+    w_init: initializers.Initializer | None = None,
+) -> Layer:
+    """Multi-head self-attention: x (B, T, d_model) -> y (B, T, d_model) (Vaswani et al. 2017, §3.2.2).
+
+    Forward, with d_head = d_model / num_heads and head h owning columns h·d_head:(h+1)·d_head of
+    Wq, Wk, Wv and the same rows of Wo::
+
+        Q = x Wq + bq,  K = x Wk + bk,  V = x Wv + bv             (B, T, d_model), split into heads
+        O_h = softmax(Q_h K_hᵀ / √d_head + M) V_h                  (B, T, d_head) per head
+        y = concat_h(O_h) Wo + bo
+
+    M is 0 where query i may attend key j and a large finite negative number elsewhere: keys j with
+    ``mask[b, j] == False`` (the key-padding mask) and, with ``causal=True``, keys j > i. A query row
+    that may attend no key (e.g. a sequence whose mask is all False) gets O = 0, so y = bo there, and
+    sends no gradient; nothing turns NaN.
+
+    Backward, with O = concat_h(O_h) and dy the upstream gradient (rows over B·T)::
+
+        dWo = Oᵀ dy,  dbo = Σ dy,  dO = dy Woᵀ
+        (dQ_h, dK_h, dV_h) from :func:`attention_backward`
+        dWq = xᵀ dQ, dbq = Σ dQ (likewise Wk, Wv, bv),  dx = dQ Wqᵀ + dK Wkᵀ + dV Wvᵀ,
+        dbk = 0 exactly.
+
+    The key bias has no effect on the output: it adds q_i · bk to every score of row i, and a softmax is
+    unchanged by a constant added to its row. In the rule, dbk = Σ_j dK_j = Σ_i q_i/√d · Σ_j dS_ij and
+    Σ_j dS_ij = Σ_j P_ij (dP_ij − D_i) = D_i − D_i = 0, so the rule returns zeros (autodiff returns
+    rounding noise there). The parameter is kept for the layout that ports weights to other libraries.
+
+    The cache keeps x, Q, K, V, O and the row log-sum-exp (B, H, T) — O(B·T·d), never the B·H·T²
+    probabilities, which the backward recomputes tile by tile (Dao et al. 2022, "FlashAttention:
+    Fast and Memory-Efficient Exact Attention with IO-Awareness", §3.1).
+
+    ``block_size``: keys per tile. ``None`` picks by sequence length (:func:`choose_block`): dense (one
+    tile) for T ≤ ``DENSE_MAX_T``, else tiles of ``DEFAULT_BLOCK`` keys swept by ``lax.scan``, so
+    neither pass holds a T × T array. Any T works (the last tile is padded with masked keys).
+
+    ``forward(params, x, *, key=None, train=True, mask=None)``: ``mask`` is a boolean (B, T) array,
+    True = attend (the layer takes a mask, so :func:`fnnet.serial`, :func:`fnnet.residual` and
+    :func:`fnnet.value_and_grad` pass theirs to it).
+
+    Params: ``{"Wq", "Wk", "Wv", "Wo": (d_model, d_model), "bq", "bk", "bv", "bo": (d_model,)}``
+    (no biases with ``use_bias=False``); W ~ Glorot normal by default (``w_init``), biases 0. The
+    layout is PyTorch's ``in_proj_weight`` split in three and transposed: ``Wq = in_proj_weight[:d].T``.
+
+    Errors: ``num_heads`` not a positive int (ValueError), d_model not divisible by num_heads
+    (ValueError, at init and forward), inputs not (B, T, d_model) (ShapeError), a mask not boolean
+    (DTypeError) or not (B, T) (ShapeError).
+    """
+    if not is_int(num_heads) or num_heads <= 0:
+        raise ValueError(f"MultiHeadAttention needs a positive integer num_heads, got {num_heads!r}")
+    if block_size is not None and (not is_int(block_size) or block_size <= 0):
+        raise ValueError(f"MultiHeadAttention needs block_size None or a positive integer, got {block_size!r}")
+    h = int(num_heads)
+    name = f"MultiHeadAttention({h}{', causal' if causal else ''})"
+    w_init = initializers.resolve(name, "w_init", w_init, initializers.glorot_normal())
+    weights = ("Wq", "Wk", "Wv", "Wo")
+    biases = ("bq", "bk", "bv", "bo") if use_bias else ()
+    spec = {**{w: ("d", "d") for w in weights}, **{b: ("d",) for b in biases}}
+
+    def check_heads(d_model: int) -> None:
+        if d_model % h:
+            raise ValueError(
+                f"{name} needs d_model divisible by num_heads, got d_model={d_model} and num_heads={h} "
+                f"(d_model % num_heads = {d_model % h})"
+            )
+
+    def init(key: Array, in_shape: tuple[int, ...], dtype: Any = jnp.float32):
+        if len(in_shape) != 2:
+            raise ShapeError(f"{name} needs inputs (T, d_model) per example, got shape {shape_str(in_shape)}")
+        check_param_dtype(name, dtype)
+        d = int(in_shape[-1])
+        check_heads(d)
+        ks = jax.random.split(key, 4)
+        params = {w: initializers.draw(name, "w_init", w_init, k, (d, d), dtype) for w, k in zip(weights, ks)}
+        params.update({b: jnp.zeros((d,), dtype) for b in biases})
+        return tuple(in_shape), params
+
+    def check_mask(mask: Any, x: Array) -> None:
+        if not (hasattr(mask, "shape") and hasattr(mask, "dtype")):
+            raise TypeError(f"{name} needs mask as a boolean (B, T) array (True = attend), got {type(mask).__name__}")
+        if jnp.dtype(mask.dtype) != jnp.bool_:
+            raise DTypeError(
+                f"{name} needs mask as a boolean (B, T) array (True = attend), got dtype {mask.dtype}; "
+                f"e.g. mask = ids != pad_id"
+            )
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise ShapeError(
+                f"{name} needs mask of shape (B, T) = {shape_str(x.shape[:2])} for inputs "
+                f"{shape_str(x.shape)}, got {shape_str(mask.shape)}"
+            )
+
+    def project(params, x, w, b):
+        y = jnp.matmul(x, params[w])
+        return y + jnp.reshape(params[b], (1, 1, -1)) if use_bias else y
+
+    def forward(params, x: Array, *, key=None, train=True, mask=None):
+        del key, train
+        check_params(name, params, spec)
+        d = params["Wq"].shape[0]
+        check_input(name, x, (None, d))
+        check_heads(d)
+        check_dtype_match(name, x, params["Wq"])
+        if mask is not None:
+            check_mask(mask, x)
+        block = choose_block(x.shape[1], block_size)
+        q, k, v = (_split_heads(project(params, x, w, b), h) for w, b in zip(weights[:3], ("bq", "bk", "bv")))
+        o, lse = attention_forward(q, k, v, key_mask=mask, causal=causal, block=block)
+        y = project(params, _merge_heads(o), "Wo", "bo")
+        cache = {"x": x, "q": q, "k": k, "v": v, "o": o, "lse": lse}
+        if mask is not None:
+            cache["mask"] = mask
+        return y, cache
+
+    def backward(params, cache, dy: Array):
+        check_params(name, params, spec)
+        x, q, k, v, o, lse = (cache[n] for n in ("x", "q", "k", "v", "o", "lse"))
+        d = x.shape[-1]
+        rows = lambda a: jnp.reshape(a, (-1, d))  # noqa: E731
+        o_cat = _merge_heads(o)
+        grads = {"Wo": weight_gradient(rows(o_cat), rows(dy))}
+        do = _split_heads(jnp.matmul(dy, params["Wo"].T), h)
+        block = choose_block(x.shape[1], block_size)
+        dq, dk, dv = attention_backward(q, k, v, o, lse, do, key_mask=cache.get("mask"), causal=causal, block=block)
+        dx = jnp.zeros_like(x)
+        for w, g in zip(weights[:3], (dq, dk, dv)):
+            g = _merge_heads(g)
+            grads[w] = weight_gradient(rows(x), rows(g))
+            if use_bias:  # dbk = 0 exactly (see the docstring); summing dK would give rounding noise
+                grads["b" + w[1]] = jnp.zeros_like(params["bk"]) if w == "Wk" else jnp.sum(rows(g), axis=0)
+            dx = dx + jnp.matmul(g, params[w].T)
+        if use_bias:
+            grads["bo"] = jnp.sum(rows(dy), axis=0)
+        return {n: grads[n] for n in spec}, dx
+
+    return Layer(init, mark_takes_mask(forward), backward, name=name)
