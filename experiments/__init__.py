@@ -6,13 +6,15 @@ This module is the one registry. Each study is a package ``experiments/<study>/`
 experiments a module ``experiments/<study>/<name>.py`` that keeps the contract of
 :class:`experiments._common.Experiment`. :data:`STUDIES` lists them in report order;
 :data:`EXPERIMENTS`, :data:`STUDY_OF` and :func:`load` derive from it, and the runner, ``--list``,
-the README's table and the tests all read it. Every experiment module is
+the README's table and the tests all read it. :data:`STUDY_BUDGET_SECONDS` gives each study's budget
+at the quick preset. Every experiment module is
 imported here, plainly; none does work at import.
 """
 
 from __future__ import annotations
 
 from experiments._common import Experiment, check_experiment
+from experiments.attention import attention_scale, char_gpt, norm_position, rank_collapse
 from experiments.batch_size import (
     data_parallel,
     gd_regimes,
@@ -20,10 +22,16 @@ from experiments.batch_size import (
     gradient_noise_scale,
     lr_noise_scale,
     steps_to_target,
+    warmup,
 )
-from experiments.checks import gradient_checks
+from experiments.checks import gradient_checks, mnist1d_baselines
 from experiments.initialization import (
+    critical_depth,
+    dropout_criticality,
+    expressivity,
+    glorot_training,
     gradient_propagation,
+    isometry_training,
     mean_field,
     residual_depth,
     signal_propagation,
@@ -43,8 +51,8 @@ from experiments.texts import (
 )
 
 _BY_STUDY: dict[str, tuple[Experiment, ...]] = {
-    # the three-way checks of every rule (fnnet check)
-    "checks": (gradient_checks,),
+    # the three-way checks of every rule (fnnet check), and the MNIST-1D pipeline against Greydanus 2020
+    "checks": (gradient_checks, mnist1d_baselines),
     # the texts' own material
     "texts": (
         activations,
@@ -64,6 +72,11 @@ _BY_STUDY: dict[str, tuple[Experiment, ...]] = {
         symmetry,
         trainability_depth,
         mean_field,
+        critical_depth,
+        expressivity,
+        dropout_criticality,
+        glorot_training,
+        isometry_training,
         residual_depth,
     ),
     # the batch-size study
@@ -72,9 +85,12 @@ _BY_STUDY: dict[str, tuple[Experiment, ...]] = {
         steps_to_target,
         gradient_noise_scale,
         lr_noise_scale,
+        warmup,
         generalization_gap,
         data_parallel,
     ),
+    # the attention study
+    "attention": (char_gpt, attention_scale, norm_position, rank_collapse),
 }
 
 #: study -> the names of its experiments, in report order.
@@ -85,6 +101,16 @@ EXPERIMENTS: tuple[str, ...] = tuple(name for names in STUDIES.values() for name
 
 #: experiment name -> its study.
 STUDY_OF: dict[str, str] = {name: study for study, names in STUDIES.items() for name in names}
+
+#: study -> its budget in seconds at the quick preset on an idle 2-core CPU, all its experiments together.
+#: The whole quick run (every study) must fit in 20 minutes; the full preset has no budget (GPU-sized).
+STUDY_BUDGET_SECONDS: dict[str, int] = {
+    "checks": 90,
+    "texts": 240,
+    "initialization": 270,
+    "batch_size": 330,
+    "attention": 240,
+}
 
 _MODULES: dict[str, Experiment] = {m.NAME: m for mods in _BY_STUDY.values() for m in mods}
 

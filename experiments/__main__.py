@@ -5,7 +5,8 @@
     python -m experiments --preset tiny    # the smoke-test settings (measured times: --list)
     python -m experiments --only worked_example,activations
     python -m experiments --out DIR --force --strict
-    python -m experiments --list           # name, study, title and measured seconds at each preset
+    python -m experiments --list           # name, study, title and measured seconds at each preset;
+                                           # each study's quick budget beside its measured seconds
 
 A rerun skips experiments already finished with the same config (``--force`` reruns them); an
 interrupted experiment resumes from its cached sweep points, kept per config hash in
@@ -13,7 +14,10 @@ interrupted experiment resumes from its cached sweep points, kept per config has
 deletes the caches of other configs, and ``--force`` deletes them all. A damaged results or cache
 file is reported in one line and that work alone is redone. Ctrl-C stops with one line and exit
 130; what finished stays, and the same command resumes. A claim that does not hold never makes the
-runner fail, unless ``--strict`` is given (exit 1). Usage errors exit 2.
+runner fail, unless ``--strict`` is given (exit 1). A claim that breaks the claims standard
+(:func:`experiments._common.check_claim`: its kind, seeds, tolerance basis, source) makes its experiment
+fail with an error naming the experiment and the claim, and nothing of that run is written. Usage
+errors exit 2.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from experiments import EXPERIMENTS, STUDY_OF, load
+from experiments import EXPERIMENTS, STUDIES, STUDY_BUDGET_SECONDS, STUDY_OF, load
 from experiments._common import (
+    ClaimStandardError,
     atomic_write_json,
+    check_claims,
     config_hash,
     point_cache,
     prune_point_caches,
@@ -136,7 +142,14 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
             _notice(f"{e}; rerunning {name}")
             finished = None
         if finished is not None and finished.status["config_hash"] == digest:
-            return {**finished.status, "skipped": True}
+            try:
+                check_claims(name, finished.claims)
+            except ClaimStandardError:
+                _notice(
+                    f"{out_dir / 'claims.json'} was written before its claims met the claims standard; rerunning {name}"
+                )
+            else:
+                return {**finished.status, "skipped": True}
     out_dir.mkdir(parents=True, exist_ok=True)
     done.unlink(missing_ok=True)
     prune_point_caches(out_dir, keep=None if force else digest)
@@ -145,6 +158,7 @@ def run_one(name: str, preset: str, out: Path, force: bool) -> dict:
     t0 = time.perf_counter()
     result = module.run(config, out_dir)
     seconds = time.perf_counter() - t0
+    check_claims(name, result.claims)  # a claim that breaks the standard is refused before anything is written
     metrics = {**run_metadata(config), "preset": preset, "metrics": result.metrics}
     atomic_write_json(out_dir / "metrics.json", metrics)
     atomic_write_json(out_dir / "claims.json", result.claims)
@@ -181,6 +195,19 @@ def print_list() -> None:
         presets_by_where.setdefault(where, []).append(preset)
     clauses = "; ".join(f"{' and '.join(presets)} {where}" for where, presets in presets_by_where.items())
     print(f"seconds per experiment (-: not measured): {clauses}", file=sys.stderr)
+    print(f"quick budget per study: {study_budgets(times['quick'])}", file=sys.stderr)
+
+
+def study_budgets(quick: dict) -> str:
+    """Each study's quick budget (:data:`experiments.STUDY_BUDGET_SECONDS`) beside the quick seconds measured."""
+    parts = []
+    for study, names in STUDIES.items():
+        seconds = quick.get("seconds", {})
+        measured = [seconds[n] for n in names if n in seconds]
+        share = "" if len(measured) == len(names) else f", {len(measured)} of {len(names)} experiments"
+        took = f"measured {_duration(sum(measured))}{share}" if measured else "not measured"
+        parts.append(f"{study} {_duration(STUDY_BUDGET_SECONDS[study])} ({took})")
+    return "; ".join(parts)
 
 
 @quiet_on_closed_pipe
@@ -225,12 +252,20 @@ def _run_all(args: argparse.Namespace, out: Path) -> int:
             print(f"{status['seconds']:.1f} s, {status['holds']}/{status['claims']} claims hold", flush=True)
     report = write_report(out, EXPERIMENTS)
     total = time.perf_counter() - t_all
-    print(f"{report.n_claims} claims, {report.n_hold} hold; report: {out / 'REPORT.md'} ({total:.1f} s)")
+    print(
+        f"{report.n_claims} claims: {report.n_hold} hold, {report.n_fail} fail, {report.n_inconclusive} inconclusive; "
+        f"{report.n_sanity} sanity checks apart; report: {out / 'REPORT.md'} ({total:.1f} s)"
+    )
     if failed:
         print(f"{len(failed)} experiment(s) raised an error: {', '.join(failed)}", file=sys.stderr)
         return 1
-    if args.strict and report.n_hold < report.n_claims:
-        print(f"--strict: {report.n_claims - report.n_hold} claim(s) do not hold", file=sys.stderr)
+    broken = report.n_fail + report.n_sanity_fail + report.n_unclassified
+    if args.strict and broken:
+        print(
+            f"--strict: {report.n_fail} claim(s) fail, {report.n_sanity_fail} sanity check(s) fail, "
+            f"{report.n_unclassified} claim(s) have no kind",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

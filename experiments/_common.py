@@ -41,7 +41,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -91,7 +91,8 @@ def check_experiment(module: Any, name: str) -> Experiment:
 class Claim:
     """A statement checked against a run: where it comes from, what was expected and measured, and on what basis.
 
-    The claims standard (every claim meets it; a test checks the fields are filled):
+    The claims standard (every claim meets it; :func:`check_claim` checks the fields, and the runner refuses
+    an experiment whose claims break it):
 
     * ``kind`` is one of :data:`CLAIM_KINDS`: ``"source"`` (the cited work states it), ``"fnnet"`` (an
       expectation fnnet adds on its own, labelled as such), ``"sanity"`` (holds by definition or by
@@ -116,6 +117,81 @@ class Claim:
 
 
 CLAIM_KINDS = ("source", "fnnet", "sanity", "inconclusive")
+
+#: The three bases a tolerance may have (the start of ``Claim.tolerance_basis``, followed by the details).
+TOLERANCE_BASES = ("source:", "seed spread:", "rounding:")
+
+#: The fewest seeds a tolerance taken from the seed-to-seed spread may rest on.
+MIN_SPREAD_SEEDS = 5
+
+_CLAIM_FIELDS = tuple(f.name for f in dataclasses.fields(Claim))
+_NAMES_FULL = re.compile(r"\bfull\b")
+
+
+def check_claim(claim: Claim | Mapping[str, Any]) -> list[str]:
+    """The ways ``claim`` breaks the claims standard (see :class:`Claim`), one phrase each; ``[]`` if it meets it.
+
+    ``claim`` is a :class:`Claim` or its row in ``claims.json``. The standard, as far as fields can show it:
+
+    * ``claim`` and ``source`` are non-empty text, ``holds`` is a bool;
+    * ``kind`` is one of :data:`CLAIM_KINDS`;
+    * ``seeds`` is an integer ≥ 1, and ≥ :data:`MIN_SPREAD_SEEDS` when the tolerance comes from the seed spread;
+    * ``tolerance_basis`` starts with one of :data:`TOLERANCE_BASES` and says more after it;
+    * an ``"inconclusive"`` claim's ``note`` names the ``full`` setting that answers it (the word "full").
+
+    Whether a claim quotes its source faithfully, or can fail, no field shows: that is for a reader.
+    """
+    row = dataclasses.asdict(claim) if isinstance(claim, Claim) else dict(claim)
+    missing = [k for k in _CLAIM_FIELDS if k not in row]
+    if missing:
+        return [f"lacks the field(s) {', '.join(missing)}"]
+    bad = []
+    for key in ("claim", "source"):
+        if not isinstance(row[key], str) or not row[key].strip():
+            bad.append(f"{key} must be non-empty text, got {row[key]!r}")
+    if not isinstance(row["holds"], bool):
+        bad.append(f"holds must be True or False, got {row['holds']!r}")
+    kind = row["kind"]
+    if kind not in CLAIM_KINDS:
+        bad.append(f"kind must be one of {', '.join(CLAIM_KINDS)}, got {kind!r}")
+    seeds, basis = row["seeds"], row["tolerance_basis"]
+    seeds_ok = isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1
+    if not seeds_ok:
+        bad.append(f"seeds must be an integer >= 1 (1 for a deterministic computation), got {seeds!r}")
+    prefix = next((p for p in TOLERANCE_BASES if isinstance(basis, str) and basis.startswith(p)), None)
+    if prefix is None:
+        bad.append(f"tolerance_basis must start with {', '.join(map(repr, TOLERANCE_BASES))}, got {basis!r}")
+    elif not basis[len(prefix) :].strip():
+        bad.append(f"tolerance_basis {basis!r} must say more after {prefix!r} (where, which seeds, or why)")
+    elif prefix == "seed spread:" and seeds_ok and seeds < MIN_SPREAD_SEEDS:
+        bad.append(f"a tolerance from the seed spread needs >= {MIN_SPREAD_SEEDS} seeds, got seeds={seeds}")
+    note = row.get("note")
+    if kind == "inconclusive" and not (isinstance(note, str) and _NAMES_FULL.search(note)):
+        bad.append(f"an inconclusive claim's note must name the full setting that answers it, got note {note!r}")
+    return bad
+
+
+class ClaimStandardError(ValueError):
+    """Claims of one experiment that break the claims standard: the message names the experiment and each claim."""
+
+
+def check_claims(experiment: str, claims: Sequence[Claim | Mapping[str, Any]]) -> None:
+    """Raise :class:`ClaimStandardError` if any of ``experiment``'s claims breaks the standard (:func:`check_claim`).
+
+    The runner calls it on every :class:`Result` before it writes ``claims.json``, so no results folder
+    holds a claim that breaks the standard.
+    """
+    lines = []
+    for i, c in enumerate(claims, 1):
+        bad = check_claim(c)
+        if bad:
+            text = c.claim if isinstance(c, Claim) else c.get("claim", "?") if isinstance(c, Mapping) else repr(c)
+            lines.append(f"claim {i} {str(text)[:80]!r}: " + "; ".join(bad))
+    if lines:
+        raise ClaimStandardError(
+            f"experiment {experiment} has {len(lines)} of {len(claims)} claims that break the claims standard "
+            "(experiments._common.Claim): " + " | ".join(lines)
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""REPORT.md: a summary line, one table of every claim, each figure with its caption, and the works cited.
+"""REPORT.md: the claims counted by kind, one table of every claim, the failures with their reasons, the
+inconclusive claims with the setting that answers them, the sanity checks apart, each figure with its
+caption, and the works cited.
 
 Also the one reader of an experiment's results files (:func:`read_finished`), which the runner uses
 to decide whether an experiment is finished: a results file that does not parse, or does not fit
@@ -12,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from experiments._common import atomic_write_text, config_hash
+from experiments import STUDY_BUDGET_SECONDS, STUDY_OF
+from experiments._common import CLAIM_KINDS, atomic_write_text, config_hash
 from experiments._sources import cited_in
 
 DONE = "done.json"
@@ -20,10 +23,17 @@ _CLAIM_KEYS = ("claim", "source", "expected", "measured", "tolerance", "holds")
 
 
 class ReportSummary(NamedTuple):
-    n_claims: int
-    n_hold: int
+    """What REPORT.md counts. Claims are the source's, fnnet's and the inconclusive ones; sanity checks are apart."""
+
+    n_claims: int  # claims of kind source, fnnet or inconclusive (sanity checks not counted)
+    n_hold: int  # source and fnnet claims that hold
     experiments: int
     left_out: tuple[str, ...] = ()  # one line per experiment whose results files are damaged
+    n_fail: int = 0  # source and fnnet claims that do not hold
+    n_inconclusive: int = 0  # claims that this scale cannot answer
+    n_sanity: int = 0  # sanity checks (hold by definition or construction), not counted as claims
+    n_sanity_fail: int = 0  # sanity checks that do not hold: a bug, never evidence
+    n_unclassified: int = 0  # claims written without a kind (before the claims standard)
 
 
 class Finished(NamedTuple):
@@ -99,14 +109,80 @@ def _cell(x) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def tally(claims: list[dict[str, Any]]) -> dict[str, int]:
+    kinds = [c.get("kind") if c.get("kind") in CLAIM_KINDS else None for c in claims]
+    judged = [bool(c["holds"]) for c, k in zip(claims, kinds) if k in ("source", "fnnet")]
+    sanity = [bool(c["holds"]) for c, k in zip(claims, kinds) if k == "sanity"]
+    return {
+        "hold": sum(judged),
+        "fail": len(judged) - sum(judged),
+        "inconclusive": kinds.count("inconclusive"),
+        "sanity": len(sanity),
+        "sanity_fail": len(sanity) - sum(sanity),
+        "unclassified": kinds.count(None),
+        **{f"kind_{k}": kinds.count(k) for k in CLAIM_KINDS},
+        **{f"hold_{k}": sum(bool(c["holds"]) for c, kk in zip(claims, kinds) if kk == k) for k in CLAIM_KINDS},
+    }
+
+
+def _verdict(c: dict[str, Any]) -> str:
+    if c.get("kind") == "inconclusive":
+        return "inconclusive"
+    return "yes" if c["holds"] else "**no**"
+
+
+def _basis(c: dict[str, Any]) -> str:
+    tol, basis = _cell(c["tolerance"]), c.get("tolerance_basis") or "basis not recorded"
+    return f"{tol} ({_cell(basis)})"
+
+
+def _row(name: str, c: dict[str, Any]) -> str:
+    cells = [name, c.get("kind") or "not recorded", c["claim"], c["source"], c["expected"], c["measured"]]
+    seeds = c.get("seeds") or "not recorded"
+    rest = [_basis(c), _cell(seeds), _verdict(c), _cell(c.get("note", ""))]
+    return "| " + " | ".join([*(_cell(x) for x in cells), *rest]) + " |"
+
+
+_TABLE_HEAD = [
+    "| experiment | kind | claim | source | expected | measured | tolerance (basis) | seeds | holds | note |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def headline(t: dict[str, int], experiments: int) -> list[str]:
+    """The report's header lines for the tally ``t`` (from :func:`tally` over every claim read)."""
+    n_claims = t["hold"] + t["fail"] + t["inconclusive"] + t["unclassified"]
+    by_kind = ", ".join(
+        f"{t[f'kind_{k}']} from {what} ({t[f'hold_{k}']} hold)"
+        for k, what in (("source", "the cited works"), ("fnnet", "fnnet's own expectations"))
+    )
+    lines = [
+        f"**{n_claims} claims: {t['hold']} hold, {t['fail']} fail, {t['inconclusive']} inconclusive at this scale** "
+        f"across {experiments} experiments; {by_kind}.",
+        "",
+        f"**{t['sanity']} sanity checks** ({t['sanity'] - t['sanity_fail']} hold) hold by definition or by "
+        "construction; they are listed apart and are not counted as claims or as evidence.",
+    ]
+    if t["unclassified"]:
+        lines += ["", f"{t['unclassified']} claims were written without a kind (before the claims standard)."]
+    return lines
+
+
 def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
     """Collect every finished experiment under ``out`` (in ``order``) into ``out/REPORT.md``.
+
+    The header counts the claims by kind (:data:`experiments._common.CLAIM_KINDS`): the source's and
+    fnnet's claims that hold and that fail (each failure listed with the reason in its note), the
+    inconclusive ones (each with the ``full`` setting that answers it), and, apart and not counted as
+    claims, the sanity checks. Every claim line shows its kind, its seeds and its tolerance's basis.
 
     An experiment whose results files are damaged is left out, with one line on stderr and one in
     the report naming the file; the writer itself never fails on a results file.
     """
-    rows, sections, times, left_out, sources = [], [], [], [], []
-    n_hold = n_claims = n_exp = 0
+    rows, sanity_rows, failed, inconclusive, sections, times, left_out, sources = [], [], [], [], [], [], [], []
+    every: list[dict[str, Any]] = []
+    per_study: dict[str, list] = {}  # study -> [its presets, seconds]
+    n_exp = 0
     for name in order:
         try:
             finished = read_finished(out / name)
@@ -119,41 +195,71 @@ def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
         status, claims, meta = finished
         n_exp += 1
         times.append(f"| {name} | {status['preset']} | {status['seconds']:.1f} |")
+        study = STUDY_OF.get(name, "")
+        spent = per_study.setdefault(study, [set(), 0.0])
+        spent[0].add(status["preset"])
+        spent[1] += status["seconds"]
         for c in claims:
-            n_claims += 1
-            n_hold += bool(c["holds"])
+            every.append(c)
             sources += [c["source"], c.get("note", "")]
-            cells = [name, c["claim"], c["source"], c["expected"], c["measured"], c["tolerance"]]
-            holds = "yes" if c["holds"] else "**no**"
-            rows.append("| " + " | ".join(_cell(x) for x in cells) + f" | {holds} | {_cell(c.get('note', ''))} |")
+            (sanity_rows if c.get("kind") == "sanity" else rows).append(_row(name, c))
+            reason = _cell(c.get("note") or "") or "(no reason recorded)"
+            if c.get("kind") in ("source", "fnnet") and not c["holds"]:
+                failed.append(f"- `{name}`: {_cell(c['claim'])} — measured {_cell(c['measured'])}. {reason}")
+            elif c.get("kind") == "inconclusive":
+                inconclusive.append(f"- `{name}`: {_cell(c['claim'])} — {reason}")
         sec = [f"### {status.get('title', name)} (`{name}`)", ""]
         sec.append(f"Backend {meta.get('backend')}, preset {status['preset']}, {status['seconds']:.1f} s.")
         sec.append("")
         for fig in status.get("figures", []):
             sec += [f"![{fig['file']}]({name}/{fig['file']})", "", f"*{fig['caption']}*", ""]
         sections.append("\n".join(sec))
+    t = tally(every)
     damaged = [f"Left out, their results files damaged (rerun to recompute): {'; '.join(left_out)}.", ""]
     damaged = damaged if left_out else []
     head = [
         "# fnnet experiments report",
         "",
-        f"**{n_claims} claims, {n_hold} hold** across {n_exp} experiments.",
+        *headline(t, n_exp),
         "",
         "Every number below was measured by `python -m experiments` with fnnet's hand-written rules; "
-        "a claim that does not hold is reported with the value measured.",
+        "a claim that does not hold is reported with the value measured. A claim's kind says whose "
+        "statement it is (`source`: the cited work's; `fnnet`: fnnet's own expectation) or that this scale "
+        "cannot answer it (`inconclusive`); its tolerance's basis is the source, the seed-to-seed spread "
+        "(with the number of seeds) or floating-point rounding.",
         "",
         *damaged,
         "## Claims",
         "",
-        "| experiment | claim | source | expected | measured | tolerance | holds | note |",
-        "|---|---|---|---|---|---|---|---|",
+        *_TABLE_HEAD,
         *rows,
+        "",
+        "## Claims that fail, with the reason",
+        "",
+        *(failed or ["None."]),
+        "",
+        "## Inconclusive at this scale, with the setting that answers them",
+        "",
+        *(inconclusive or ["None."]),
+        "",
+        "## Sanity checks (not counted as claims)",
+        "",
+        *([*_TABLE_HEAD, *sanity_rows] if sanity_rows else ["None."]),
         "",
         "## Time per experiment",
         "",
         "| experiment | preset | seconds |",
         "|---|---|---|",
         *times,
+        "",
+        "Per study, against its budget at the quick preset (`experiments.STUDY_BUDGET_SECONDS`, an idle 2-core CPU):",
+        "",
+        "| study | preset | seconds | quick budget (seconds) |",
+        "|---|---|---|---|",
+        *[
+            f"| {study or 'none'} | {', '.join(sorted(p))} | {secs:.1f} | {STUDY_BUDGET_SECONDS.get(study, '-')} |"
+            for study, (p, secs) in per_study.items()
+        ],
         "",
         "## Figures",
         "",
@@ -163,4 +269,15 @@ def write_report(out: Path, order: Sequence[str]) -> ReportSummary:
         *[f"- {w.entry.rstrip('.')}." for w in cited_in(sources)],
     ]
     atomic_write_text(out / "REPORT.md", "\n".join(head) + "\n")
-    return ReportSummary(n_claims, n_hold, n_exp, tuple(left_out))
+    n_claims = t["hold"] + t["fail"] + t["inconclusive"] + t["unclassified"]
+    return ReportSummary(
+        n_claims,
+        t["hold"],
+        n_exp,
+        tuple(left_out),
+        t["fail"],
+        t["inconclusive"],
+        t["sanity"],
+        t["sanity_fail"],
+        t["unclassified"],
+    )

@@ -228,6 +228,12 @@ LI_2018 = Work(
     "Visualizing the Loss Landscape of Neural Nets",
     'H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS, 2018',
 )
+ANTOGNINI_2018 = Work(
+    "Antognini & Sohl-Dickstein 2018",
+    "PCA of high dimensional random walks with comparison to neural network training",
+    'J. M. Antognini, J. Sohl-Dickstein, "PCA of high dimensional random walks with comparison to neural network '
+    'training", NeurIPS, 2018',
+)
 FUKUMIZU_AMARI_2000 = Work(
     "Fukumizu & Amari 2000",
     "Local minima and plateaus in hierarchical structures of multilayer perceptrons",
@@ -307,6 +313,32 @@ DUMOULIN_VISIN_2016 = Work(
     "Dumoulin & Visin 2016",
     "A guide to convolution arithmetic for deep learning",
     'V. Dumoulin, F. Visin, "A guide to convolution arithmetic for deep learning", arXiv:1603.07285, 2016',
+)
+
+# --- attention and transformers ------------------------------------------------------------------
+
+VASWANI_2017 = Work(
+    "Vaswani et al. 2017",
+    "Attention Is All You Need",
+    'A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, L. Kaiser, I. Polosukhin, "Attention '
+    'Is All You Need", NeurIPS, 2017',
+)
+XIONG_2020 = Work(
+    "Xiong et al. 2020",
+    "On Layer Normalization in the Transformer Architecture",
+    'R. Xiong, Y. Yang, D. He, K. Zheng, S. Zheng, C. Xing, H. Zhang, Y. Lan, L. Wang, T.-Y. Liu, "On Layer '
+    'Normalization in the Transformer Architecture", ICML, 2020',
+)
+DONG_2021 = Work(
+    "Dong, Cordonnier & Loukas 2021",
+    "Attention is Not All You Need: Pure Attention Loses Rank Doubly Exponentially with Depth",
+    'Y. Dong, J.-B. Cordonnier, A. Loukas, "Attention is Not All You Need: Pure Attention Loses Rank Doubly '
+    'Exponentially with Depth", ICML, 2021',
+)
+KARPATHY_2024 = Work(
+    "Karpathy 2024",
+    "llm.c: LLM training in simple, raw C/CUDA",
+    'A. Karpathy, "llm.c: LLM training in simple, raw C/CUDA", software, github.com/karpathy/llm.c, 2024',
 )
 
 #: Every work, in the order above.

@@ -112,12 +112,15 @@ def test_a_real_experiment_recomputes_its_points_for_another_seed(tmp_path, monk
     """lr_noise_scale (the cheapest sweep with a tiny preset): a seed change into the same folder recomputes."""
     mod = importlib.import_module("experiments.batch_size.lr_noise_scale")
     made = []
-    real = mod.run_batch
-    monkeypatch.setattr(mod, "run_batch", lambda config, b: made.append((config.seed, b)) or real(config, b))
-    tiny = dataclasses.replace(mod.PRESETS["tiny"], batch_sizes=(1024,))
+    real = mod.train_sweep
+    monkeypatch.setattr(
+        mod, "train_sweep", lambda config, b, *rest: made.append((config.seed, b)) or real(config, b, *rest)
+    )
+    tiny = dataclasses.replace(mod.PRESETS["tiny"], batch_sizes=(1024,), bopt_sizes=(1000,), bopt_batch_factors=(512,))
     first = mod.run(tiny, tmp_path)
     other = mod.run(dataclasses.replace(tiny, seed=tiny.seed + 1), tmp_path)
-    assert made == [(tiny.seed, 1024), (tiny.seed + 1, 1024)]  # the seed-0 point is not reused under seed 1
+    # every point (the sweep at B = 1024 and the B_opt point at B = 512) is made anew under seed 1
+    assert made == [(tiny.seed, 1024), (tiny.seed, 512), (tiny.seed + 1, 1024), (tiny.seed + 1, 512)]
     assert json.dumps(to_jsonable(other.metrics)) != json.dumps(to_jsonable(first.metrics))
     again = mod.run(tiny, tmp_path)  # resumes from its own points
-    assert len(made) == 2 and json.dumps(to_jsonable(again.metrics)) == json.dumps(to_jsonable(first.metrics))
+    assert len(made) == 4 and json.dumps(to_jsonable(again.metrics)) == json.dumps(to_jsonable(first.metrics))

@@ -43,7 +43,8 @@ def _fake(name: str, holds: bool, calls: _Calls) -> types.ModuleType:
     def run(config, out_dir):
         calls.append(config)
         p = point_cache(out_dir, config).point("p", lambda: calls.points.append(config) or dataclasses.asdict(config))
-        return Result(p, [Claim("c", "s", 1.0, p["value"], 0.0, holds)])
+        basis = "rounding: a fake's exact comparison"
+        return Result(p, [Claim("c", "s", 1.0, p["value"], 0.0, holds, "", "fnnet", 1, basis)])
 
     mod.run = run
     return mod
@@ -76,7 +77,10 @@ def test_rerun_skips_finished_work_and_force_reruns(fakes, tmp_path, capsys):
 def test_report_and_strict(fakes, tmp_path):
     assert runner.main(["--preset", "tiny", "--out", str(tmp_path)]) == 0  # a failing claim is data
     report = (tmp_path / "REPORT.md").read_text()
-    assert "**2 claims, 1 hold**" in report and "| fake_bad | c | s |" in report
+    assert (
+        "**2 claims: 1 hold, 1 fail, 0 inconclusive at this scale**" in report
+        and "| fake_bad | fnnet | c | s |" in report
+    )
     claims = json.loads((tmp_path / "fake_bad" / "claims.json").read_text())
     assert claims[0]["holds"] is False and claims[0]["source"] == "s"
     assert runner.main(["--preset", "tiny", "--out", str(tmp_path), "--strict"]) == 1
@@ -136,7 +140,7 @@ def test_help_lists_the_presets_with_their_measured_totals(capsys, seconds_file)
 
 
 def test_list_gives_name_study_measured_seconds_and_title_one_a_line(capsys, seconds_file):
-    from experiments import EXPERIMENTS, STUDY_OF, load
+    from experiments import EXPERIMENTS, STUDIES, STUDY_BUDGET_SECONDS, STUDY_OF, load
 
     assert runner.main(["--list"]) == 0
     out, err = capsys.readouterr()
@@ -148,12 +152,16 @@ def test_list_gives_name_study_measured_seconds_and_title_one_a_line(capsys, sec
     assert rows["conv_toy"].split()[2:5] == ["-", "-", "-"]  # not measured at any preset
     for name, line in rows.items():
         assert line.split()[1] == STUDY_OF[name] and line.endswith("  " + load(name).TITLE)
-    head, foot = err.splitlines()  # on stderr, out of the way of cut
+    head, foot, budgets = err.splitlines()  # on stderr, out of the way of cut
     assert head.split() == ["name", "study", "tiny", "quick", "full", "title"]
     assert foot == (
         "seconds per experiment (-: not measured): tiny and quick measured on a test box, 2026-01-02; "
         "full not measured here (GPU-sized)"
     )
+    n_texts = len(STUDIES["texts"])
+    assert budgets.startswith("quick budget per study: checks 90 s (not measured); ")
+    assert f"texts {STUDY_BUDGET_SECONDS['texts']} s (measured 12 s, 1 of {n_texts} experiments)" in budgets
+    assert budgets.count(" s (") == len(STUDIES)  # one budget per study
 
 
 def test_the_committed_seconds_are_measurements_of_real_experiments():
@@ -232,7 +240,7 @@ def test_a_damaged_file_is_reported_and_that_experiment_alone_rerun(fakes, tmp_p
     assert len(err) == 1 and str(path) in err[0] and "damaged" in err[0] and "Traceback" not in captured.err
     assert len(fakes) == 3 and fakes[-1] == _Cfg()  # fake_ok rerun once, fake_bad skipped
     assert len(fakes.points) == 2 + file.startswith("cache")  # the cached point reused unless it was damaged
-    assert "**2 claims, 1 hold**" in (tmp_path / "REPORT.md").read_text()
+    assert "**2 claims: 1 hold, 1 fail, 0 inconclusive at this scale**" in (tmp_path / "REPORT.md").read_text()
     assert runner.main(out) == 0 and len(fakes) == 3  # repaired: the next run skips both
 
 
@@ -247,7 +255,11 @@ def test_the_report_writer_leaves_out_a_damaged_experiment_and_says_so(fakes, tm
     assert len(err) == 1 and "leaves out fake_bad" in err[0] and path in err[0]
     assert (summary.n_claims, summary.n_hold, summary.experiments) == (1, 1, 1) and len(summary.left_out) == 1
     report = (tmp_path / "REPORT.md").read_text()
-    assert "**1 claims, 1 hold**" in report and "| fake_bad |" not in report and path in report
+    assert (
+        "**1 claims: 1 hold, 0 fail, 0 inconclusive at this scale**" in report
+        and "| fake_bad " not in report
+        and path in report
+    )
 
 
 def test_ctrl_c_exits_130_with_one_line_and_a_rerun_resumes(fakes, tmp_path, capsys, monkeypatch):
