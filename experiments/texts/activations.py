@@ -3,12 +3,16 @@
 For every activation of fnnet the derivative f'(x) is taken from the hand-written backward rule
 (``fnnet.activations.derivative``, dy = 1) and from ``jax.grad`` of the forward code, on a grid of x,
 in float64. The texts' closed forms (σ' = σ(1 − σ), tanh' = 1 − tanh², ReLU' ∈ {0, 1}) are checked
-against both, and the kink conventions are pinned: relu'(0) = 0, leaky_relu'(0) = 1.
+against both, and the kink conventions are pinned: relu'(0) = 0, leaky_relu'(0) = 1 (fnnet's choices).
+"ML Math Derivations (19)" calls GELU' bell-shaped near 0; it is not: GELU'(x) = Φ(x) + xφ(x) rises from
+0 through 1/2 at x = 0 to its maximum Φ(√2) + √2φ(√2) ≈ 1.1289 at x = √2 (where GELU'' = φ(x)(2 − x²)
+vanishes) and then falls back to 1. One claim flags that error; another checks the maximum.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import jax
@@ -111,6 +115,16 @@ def run(config: Config, out_dir: Path) -> Result:
     relu_values = sorted({float(v) for v in relu_d})
     leaky_values = sorted({float(v) for v in leaky_d})
     tol = 1e-12
+    R = dict(seeds=1, tolerance_basis="rounding: float64 evaluation of one function two ways; 1e-12 is ~5000 ulp")
+    EXACT = dict(seeds=1, tolerance_basis="rounding: the derivative takes exact values (0, α, 1), compared exactly")
+    h = float(xs[1] - xs[0])
+    gelu_d = rows["GELU (exact)"]["manual"]
+    i_max = int(np.argmax(gelu_d))
+    gelu_max, gelu_at = float(gelu_d[i_max]), float(xs[i_max])
+    gelu_edges = (float(gelu_d[0]), float(gelu_d[-1]))
+    # GELU'(x) = Φ(x) + x φ(x); GELU''(x) = φ(x)(2 − x²) = 0 at x = √2, so max GELU' = Φ(√2) + √2 φ(√2)
+    exact_max = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2.0) * math.exp(-1.0) / math.sqrt(2 * math.pi)
+    grid_tol = 0.25 * h * h + tol  # the grid max is within ½h²·max|GELU‴| (max|GELU‴| < 0.5) of the true max
 
     claims = [
         close(
@@ -119,6 +133,8 @@ def run(config: Config, out_dir: Path) -> Result:
             0.0,
             sig_closed_err,
             atol=tol,
+            kind="source",
+            **R,
         ),
         close(
             "max over x of σ'(x) is 1/4",
@@ -126,9 +142,18 @@ def run(config: Config, out_dir: Path) -> Result:
             0.25,
             float(sig_d.max()),
             atol=tol,
+            kind="source",
+            **R,
         ),
         close(
-            "σ' peaks at x = 0 (argmax of σ' on the grid)", SRC_TABLE, 0.0, float(xs[int(np.argmax(sig_d))]), atol=tol
+            "σ' peaks at x = 0 (argmax of σ' on the grid)",
+            SRC_TABLE,
+            0.0,
+            float(xs[int(np.argmax(sig_d))]),
+            atol=tol,
+            kind="source",
+            seeds=1,
+            tolerance_basis="rounding: x = 0 lies on the grid exactly, so the argmax is 0 or a grid step away",
         ),
         close(
             "tanh'(x) = 1 − tanh²(x): jax.grad of tanh against the closed form, max |error|",
@@ -136,6 +161,8 @@ def run(config: Config, out_dir: Path) -> Result:
             0.0,
             tanh_closed_err,
             atol=tol,
+            kind="source",
+            **R,
         ),
         Claim(
             "ReLU'(x) takes only the values {0, 1}",
@@ -144,35 +171,77 @@ def run(config: Config, out_dir: Path) -> Result:
             relu_values,
             "exact",
             relu_values == [0.0, 1.0],
+            kind="source",
+            **EXACT,
         ),
         Claim(
             "ReLU'(0) = 0 in fnnet's rule, the same convention as jax.grad (the text allows 0 or 1)",
-            SRC_GULLI_RELU + " (the value at 0 may be chosen 0 or 1)",
+            SRC_GULLI_RELU + " (the value at 0 may be chosen 0 or 1); the choice 0 is fnnet's convention",
             0.0,
             rows["ReLU"]["at_zero_manual"],
             "exact",
             rows["ReLU"]["at_zero_manual"] == 0.0 == rows["ReLU"]["at_zero_autodiff"],
             note=f"jax.grad at 0 gives {rows['ReLU']['at_zero_autodiff']}",
+            kind="fnnet",
+            **EXACT,
         ),
         Claim(
-            "leaky ReLU'(x) takes only the values {α, 1} (α = 0.1), and 1 at x = 0",
+            "leaky ReLU'(x) takes only the values {α, 1} (α = 0.1)",
             SRC_TABLE,
             [0.1, 1.0],
             leaky_values,
             "exact",
-            leaky_values == [0.1, 1.0] and rows["leaky ReLU (α=0.1)"]["at_zero_manual"] == 1.0,
-            note=f"rule at 0: {rows['leaky ReLU (α=0.1)']['at_zero_manual']}, "
-            f"jax.grad at 0: {rows['leaky ReLU (α=0.1)']['at_zero_autodiff']}",
+            leaky_values == [0.1, 1.0],
+            kind="source",
+            **EXACT,
+        ),
+        Claim(
+            "leaky ReLU'(0) = 1 in fnnet's rule (the text gives no value at the kink)",
+            "fnnet's own contract: its convention at the kink (" + SRC_TABLE + " gives 1 or α, not the kink)",
+            1.0,
+            rows["leaky ReLU (α=0.1)"]["at_zero_manual"],
+            "exact",
+            rows["leaky ReLU (α=0.1)"]["at_zero_manual"] == 1.0,
+            note=f"jax.grad at 0: {rows['leaky ReLU (α=0.1)']['at_zero_autodiff']}",
+            kind="fnnet",
+            **EXACT,
+        ),
+        Claim(
+            "GELU' is bell-shaped near 0: a bump that peaks at x = 0 and falls towards 0 on both sides",
+            SRC_TABLE + " (GELU row: its derivative called smooth and bell-shaped near 0)",
+            "argmax at 0; GELU' → 0 at both ends of the grid",
+            {"max": gelu_max, "argmax": gelu_at, "at x_min": gelu_edges[0], "at x_max": gelu_edges[1]},
+            f"argmax within one grid step ({h:.3g}) of 0; |GELU'| < 0.01 at both ends",
+            bool(abs(gelu_at) <= h and max(abs(gelu_edges[0]), abs(gelu_edges[1])) < 0.01),
+            note="An error in the text: GELU'(x) = Φ(x) + xφ(x) is a smoothed step from 0 to 1 that overshoots, "
+            f"rising to {gelu_max:.4f} at x = {gelu_at:.3f} (≈ √2) and dipping to {float(gelu_d.min()):.4f} at "
+            f"x = {float(xs[int(np.argmin(gelu_d))]):.3f}; it is 1/2 at 0 and tends to 1, not 0, as x grows.",
+            kind="source",
+            seeds=1,
+            tolerance_basis="rounding: a shape read on the float64 grid; the bars are one grid step and 0.01",
+        ),
+        close(
+            "GELU' peaks above 1: max GELU' = Φ(√2) + √2·φ(√2) ≈ 1.1289 (where GELU'' = φ(x)(2 − x²) = 0)",
+            "fnnet's derivation from GELU(x) = xΦ(x) (" + SRC_TABLE + ")",
+            exact_max,
+            gelu_max,
+            atol=grid_tol,
+            note=f"at x = {gelu_at:.4f} on the grid; √2 = {math.sqrt(2):.4f}",
+            kind="fnnet",
+            seeds=1,
+            tolerance_basis=f"rounding: the grid max lies within ½h²·max|GELU‴| < h²/4 of the true max (h = {h:.3g})",
         ),
     ]
     for label in ("GELU (exact)", "GELU (tanh approx.)", "swish / SiLU", "sigmoid", "tanh", "softplus"):
         claims.append(
             close(
                 f"{label}: hand-written derivative equals jax.grad, max |error| on the grid (float64)",
-                SRC_TABLE if "GELU" in label or "swish" in label else SRC_GULLI,
+                "fnnet's own contract (every hand-written rule equals jax.grad of the same forward)",
                 0.0,
                 rows[label]["max_abs_err"],
                 atol=tol,
+                kind="fnnet",
+                **R,
             )
         )
 
@@ -207,6 +276,12 @@ def _plot(xs: np.ndarray, rows: dict, out_dir: Path):
             ax.axhline(0.25, color="C3", ls=":", lw=1)
             ax.text(xs[0], 0.255, "max 0.25", color="C3", fontsize=7)
             ax.set_ylim(0, 0.28)
+        if label == "GELU (exact)":
+            k = int(np.argmax(r["manual"]))
+            ax.axhline(1.0, color="0.6", ls=":", lw=1)
+            ax.plot(xs[k], r["manual"][k], "v", color="C3", ms=5)
+            ax.text(xs[0], 1.0, f"max {r['manual'][k]:.3f} at x={xs[k]:.2f}\n(not bell-shaped)", color="C3",
+                    fontsize=6.5, va="top")  # fmt: skip
         ax = axes[2, j]
         err = np.abs(r["manual"] - r["autodiff"])
         e_step = max(1, len(xs) // 400)
@@ -223,5 +298,5 @@ def _plot(xs: np.ndarray, rows: dict, out_dir: Path):
         out_dir,
         "activations",
         "Top: each activation; middle: its derivative from fnnet's hand-written rule (line) and jax.grad (dots); "
-        "bottom: their absolute difference in float64 (log scale). The dotted line marks σ' ≤ 1/4.",
+        "bottom: their absolute difference in float64 (log scale). Dotted: σ' ≤ 1/4, and GELU' rising above 1.",
     )

@@ -10,8 +10,9 @@
    update, over many random starts and point orders, stays below 100% ("ML Math Derivations (19)",
    sec. "The XOR Problem"; Minsky & Papert 1969, "Perceptrons: An Introduction to Computational Geometry").
 3. A 2-layer MLP (Dense(H) → tanh → Dense(1), binary cross-entropy on the logit), trained by full-batch
-   gradient descent with fnnet's hand-written rules (one jitted scan, vmapped over seeds),
-   classifies XOR perfectly.
+   gradient descent with fnnet's hand-written rules (one jitted scan, vmapped over seeds). The text says
+   multilayer networks make XOR solvable; that GD finds a solution from at least one init of the 2-2-1
+   net is its claim. That a wider net solves it from every init is fnnet's expectation, not the text's.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ PRESETS = {
         margins=(0.05,),
         xor_starts=4,
         xor_epochs=20,
-        mlp_widths=(4,),
-        mlp_seeds=2,
+        mlp_widths=(2, 4),
+        mlp_seeds=5,
         mlp_steps=300,
     ),
     "quick": Config(),
@@ -276,6 +277,9 @@ def run(config: Config, out_dir: Path) -> Result:
             f"{n_conv}/{n_sets}",
             "exact",
             n_conv == n_sets,
+            kind="source",
+            seeds=n_sets,
+            tolerance_basis="source: the convergence theorem holds on every separable dataset; no tolerance",
         ),
         Claim(
             "the number of updates never exceeds Novikoff's bound ‖w*‖²R²/γ² (w* the max-margin separator of "
@@ -287,6 +291,9 @@ def run(config: Config, out_dir: Path) -> Result:
             bool(ratio.max() <= 1.0),
             note=f"median updates/bound {np.median(ratio):.3g}, min {ratio.min():.3g}: the bound is a worst case, "
             "far above the typical count",
+            kind="source",
+            seeds=n_sets,
+            tolerance_basis="source: Novikoff's bound holds on every separable dataset; no tolerance",
         ),
     ]
     best_xor = float(xp["accuracy"].max())
@@ -294,29 +301,55 @@ def run(config: Config, out_dir: Path) -> Result:
         Claim(
             f"on XOR the perceptron never classifies all four points: best training accuracy after any update, over "
             f"{config.xor_starts} random starts/orders × {config.xor_epochs} epochs",
-            SRC_XOR,
+            SRC_XOR + "; holds by construction: no line separates XOR, and the perceptron is a line",
             "< 1",
             best_xor,
             "< 1",
             best_xor < 1.0,
             note=f"‖w‖ stays bounded (max {float(xp['w_norm'].max()):.3g}): the rule cycles, never converging",
+            kind="sanity",
+            seeds=config.xor_starts,
+            tolerance_basis="rounding: accuracies are multiples of 1/4, compared exactly",
         )
     )
-    for w, m in mlps.items():
-        solved = int(np.sum(m["accuracy"] == 1.0))
+    how = f"tanh, BCE, full-batch GD η = {config.mlp_lr}, {config.mlp_steps} steps, fnnet's manual rules"
+    solved = {w: int(np.sum(m["accuracy"] == 1.0)) for w, m in mlps.items()}
+    n = config.mlp_seeds
+    narrow = min(mlps)
+    claims.append(
+        Claim(
+            f"a 2-layer MLP solves XOR: with {narrow} hidden units (two lines, then their combination), gradient "
+            f"descent ({how}) finds a perfect classifier from at least one of {n} random inits",
+            SRC_MLP + " (stacking perceptrons makes XOR solvable: two hyperplanes, then combine them)",
+            f">= 1/{n}",
+            f"{solved[narrow]}/{n}",
+            "at least one init",
+            solved[narrow] >= 1,
+            note="the text asserts that XOR becomes solvable, not that every init solves it; inits that fail end "
+            "in the classic 2-2-1 XOR plateaus/local solutions",
+            kind="source",
+            seeds=n,
+            tolerance_basis=f"source: the text states solvability (existence); {n} inits searched",
+        )
+    )
+    for w in sorted(mlps):
+        if w == narrow:
+            continue
         claims.append(
             Claim(
-                f"a 2-layer MLP (2-{w}-1, tanh, BCE, full-batch GD η = {config.mlp_lr}, {config.mlp_steps} steps, "
-                f"fnnet's manual rules) classifies XOR perfectly from every one of {config.mlp_seeds} random inits",
-                SRC_MLP,
-                f"{config.mlp_seeds}/{config.mlp_seeds}",
-                f"{solved}/{config.mlp_seeds}",
-                "exact",
-                solved == config.mlp_seeds,
-                note=""
-                if solved == config.mlp_seeds
-                else "some inits end in a poor local solution (the classic "
-                "2-2-1 XOR plateau); at least one init solving it shows an MLP can",
+                f"a wider 2-layer MLP (2-{w}-1, {how}) classifies XOR perfectly from every one of {n} random inits",
+                "fnnet's expectation, not the text's ("
+                + SRC_MLP
+                + " does not say how often an init succeeds): extra hidden units remove the bad local solutions "
+                "of the 2-2-1 net",
+                f"{n}/{n}",
+                f"{solved[w]}/{n}",
+                "every init",
+                solved[w] == n,
+                note=f"for comparison, 2-{narrow}-1: {solved[narrow]}/{n}",
+                kind="fnnet",
+                seeds=n,
+                tolerance_basis=f"seed spread: {n} inits, every one must solve it (no failure allowed)",
             )
         )
 
