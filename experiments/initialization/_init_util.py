@@ -309,3 +309,81 @@ def finish_panel_grid(fig: Any, axes: Any, n: int, xlabel: str, theory_label: st
     lab.append(theory_label)
     fig.legend(h, lab, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
+
+
+# ----------------------------------------------------------------------------------------------
+# claims whose tolerance is the measured seed-to-seed spread
+
+SE_FACTOR = 3.0  # a seed-spread bar is this many standard errors of the seed mean
+
+
+def seed_stats(samples: Any, log: bool = False) -> tuple[float, float, int]:
+    """(mean, standard error of the mean, n) over the finite samples (of their natural log with ``log``)."""
+    v = np.asarray(samples, np.float64).ravel()
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(v)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("inf")
+    return float(v.mean()), se, int(v.size)
+
+
+def seed_close(
+    claim: str, source: str, expected: float, samples: Any, *, log: bool = False, note: str = "", kind: str = "source"
+):
+    """A claim that the seed mean of ``samples`` equals ``expected`` within 3 standard errors of that mean.
+
+    With ``log`` the comparison is of log values (a geometric mean, for quantities spread over decades);
+    ``measured`` is then the geometric mean and the tolerance a factor. The bar comes from the spread
+    alone (``tolerance_basis`` "seed spread: ..."), never from the value measured.
+    """
+    from experiments._common import Claim
+
+    m, se, n = seed_stats(samples, log)
+    target = math.log(expected) if log and expected > 0 else (float("nan") if log else expected)
+    tol = SE_FACTOR * se
+    ok = bool(n >= 2 and np.isfinite(m) and np.isfinite(target) and abs(m - target) <= tol)
+    if log:
+        measured, tol_txt = (math.exp(m) if np.isfinite(m) else m), f"factor {math.exp(tol):.4g} either way"
+        what = "geometric mean"
+    else:
+        measured, tol_txt, what = m, f"atol {tol:.3g}", "mean"
+    basis = f"seed spread: {n} seeds, {SE_FACTOR:g} standard errors of the seed {what}" + (" (of logs)" if log else "")
+    return Claim(claim, source, expected, measured, tol_txt, ok, note, kind, n, basis)
+
+
+def seed_greater(
+    claim: str,
+    source: str,
+    a: Any,
+    b: Any,
+    *,
+    names: tuple[str, str],
+    log: bool = False,
+    note: str = "",
+    kind: str = "source",
+):
+    """A claim that the seed mean of ``a`` exceeds that of ``b`` by more than 3 standard errors of the difference."""
+    from experiments._common import Claim
+
+    ma, sa, na = seed_stats(a, log)
+    mb, sb, nb = seed_stats(b, log)
+    se = math.sqrt(sa * sa + sb * sb)
+    ok = bool(min(na, nb) >= 2 and np.isfinite(ma - mb) and ma - mb > SE_FACTOR * se)
+    f = (lambda x: math.exp(x) if np.isfinite(x) else x) if log else (lambda x: x)
+    what = "log " if log else ""
+    return Claim(
+        claim,
+        source,
+        f"{what}mean({names[0]}) − {what}mean({names[1]}) > {SE_FACTOR:g} SE",
+        {names[0]: f(ma), names[1]: f(mb), "difference": ma - mb, "se": se},
+        f"{SE_FACTOR:g} SE = {SE_FACTOR * se:.3g}",
+        ok,
+        note,
+        kind,
+        min(na, nb),
+        f"seed spread: {na} and {nb} seeds, {SE_FACTOR:g} standard errors of the difference of the seed means"
+        + (" (of logs)" if log else ""),
+    )

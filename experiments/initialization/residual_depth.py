@@ -43,15 +43,15 @@ KINDS = ("plain", "residual", "plain+BN", "residual+BN")
 @dataclasses.dataclass(frozen=True)
 class Config:
     width: int = 128
-    depths: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50)
-    batch: int = 64
-    seeds: int = 3
+    depths: tuple[int, ...] = (1, 2, 5, 10, 20, 30)
+    batch: int = 32
+    seeds: int = 5  # the bars are 3 standard errors of the seed mean
     acts: tuple[str, ...] = ("sigmoid",)
     seed: int = 0
 
 
 PRESETS = {
-    "tiny": Config(width=16, depths=(1, 2, 4), batch=8, seeds=2),
+    "tiny": Config(width=16, depths=(1, 2, 4), batch=8, seeds=5),
     "quick": Config(),
     "full": Config(
         width=256, depths=(1, 2, 3, 5, 10, 20, 30, 50, 100), batch=128, seeds=8, acts=("sigmoid", "tanh", "relu")
@@ -137,12 +137,21 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
             worst,
             "relative error, deepest net, every kind and seed",
             bool(worst <= 1e-4),
+            "",
+            "fnnet",
+            cfg.seeds,
+            f"rounding: float32 through {L} blocks of width {cfg.width}, reordered between the two programs",
         )
     )
     note = (
         f"width {cfg.width}, Xavier init, {cfg.batch} random inputs, unit output gradient; "
-        f"median over {cfg.seeds} seeds"
+        f"{cfg.seeds} seeds, per-seed ratio ‖∂L/∂W₁‖(D) / ‖∂L/∂W₁‖(D=1) of one deep random net"
     )
+
+    def ratios(act, kind):
+        w = np.asarray(rows[f"{act}|{kind}"]["grad_w1"], np.float64)  # (S, K)
+        return w[:, -1] / w[:, 0]
+
     for act in cfg.acts:
         plain = rows[f"{act}|plain"]["grad_w1_rel_median"]
         out.append(
@@ -153,38 +162,40 @@ def _claims(rows: dict, cfg: Config) -> list[Claim]:
                 plain[-1],
                 "< 1e-3",
                 bool(plain[-1] < 1e-3),
-                note,
+                note + "; cannot fail at this depth (a product of ~0.24 per layer); the rate itself is tested "
+                "against the mean-field theory in gradient_propagation",
+                "sanity",
+                cfg.seeds,
+                "rounding: the bar is orders of magnitude above the value any sigmoid stack of this depth gives",
             )
         )
         for kind in ("residual", "residual+BN"):
-            rel = rows[f"{act}|{kind}"]["grad_w1_rel_median"][1:] or [1.0]
             out.append(
-                Claim(
-                    f"{act}, {kind}: the identity path keeps ‖∂L/∂W₁‖ from vanishing at any depth",
+                U.seed_greater(
+                    f"{act}, {kind}: the identity path keeps ‖∂L/∂W₁‖ from vanishing: at D = {L} it exceeds its "
+                    "D = 1 value",
                     SRC,
-                    f"min over 1 < D ≤ {L} of ‖∂L/∂W₁‖(D) / ‖∂L/∂W₁‖(D=1) >= 0.5",
-                    min(rel),
-                    ">= 0.5",
-                    bool(min(rel) >= 0.5),
-                    note + f"; at D = {L} the ratio is {rel[-1]:.3g}",
+                    ratios(act, kind),
+                    np.ones(cfg.seeds),
+                    names=(f"ratio D={L}/D=1", "one"),
+                    log=True,
+                    note=note + "; E‖(I + J)ᵀg‖² = ‖g‖² + E‖Jᵀg‖² ≥ ‖g‖², so the ratio cannot shrink on average "
+                    "and grows by E‖Jᵀg‖² per block",
+                    kind="fnnet",
                 )
             )
-        rel = rows[f"{act}|plain+BN"]["grad_w1_rel_median"][1:] or [1.0]
         out.append(
-            Claim(
-                f"{act}, plain+BN (no skips): BatchNorm alone also keeps ‖∂L/∂W₁‖ from vanishing at init",
-                src.IOFFE_SZEGEDY_2015.cite(
-                    "sec. 3.3 (back-propagation through a BN layer is unaffected by the scale of its weights)"
-                )
+            U.seed_greater(
+                f"{act}, plain+BN (no skips): with batch statistics ‖∂L/∂W₁‖ grows with depth at init (explodes), "
+                "it does not vanish",
+                src.YANG_2019.cite("main result: deep BN nets without skips have exploding gradients at init")
                 + "; "
-                + src.YANG_2019.cite(
-                    "main result: deep BN nets without skips have exploding, not vanishing, gradients at init"
-                ),
-                f"min over 1 < D ≤ {L} of the ratio to D = 1 >= 0.5",
-                min(rel),
-                ">= 0.5",
-                bool(min(rel) >= 0.5),
-                note + f"; at D = {L} the ratio is {rel[-1]:.3g} (growing, as Yang et al. predict)",
+                + src.IOFFE_SZEGEDY_2015.cite("sec. 3.3 (back-propagation through BN is unaffected by weight scale)"),
+                ratios(act, "plain+BN"),
+                np.ones(cfg.seeds),
+                names=(f"ratio D={L}/D=1", "one"),
+                log=True,
+                note=note,
             )
         )
     return out
