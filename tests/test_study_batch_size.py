@@ -16,6 +16,7 @@ import fnnet as fn
 from experiments import STUDIES
 from experiments.batch_size import _batch_stats as bs
 from experiments.batch_size import _batch_util as bu
+from fnnet import data as fdata
 from fnnet._io import dumps
 
 NAMES = STUDIES["batch_size"]
@@ -33,6 +34,23 @@ def test_fits_recover_the_parameters_of_a_mccandlish_curve():
     assert fe["e_min"] == pytest.approx(8000.0, rel=1e-3)
     assert fe["e_min"] / fs["s_min"] == pytest.approx(100.0, rel=1e-3)  # B_crit = E_min / S_min = B_noise
     assert fs["r2"] > 0.9999 and fe["r2"] > 0.9999
+
+
+def test_the_mccandlish_fit_beats_the_power_law_rival_only_on_a_bent_curve():
+    from experiments.batch_size.steps_to_target import mcc_rms, power_fit
+
+    b = 4.0 ** np.arange(0, 6)
+    bent = 80.0 * (1 + 100.0 / b)
+    assert mcc_rms(b, bent, bs.fit_steps(b, bent)) < 1e-3 < power_fit(b, bent)["rms"]
+    straight = 5000.0 * b**-0.7  # no critical batch size: the rival is exact, and the comparison fails
+    pw = power_fit(b, straight)
+    assert pw["k"] == pytest.approx(0.7, rel=1e-6) and pw["rms"] < 1e-9
+    assert mcc_rms(b, straight, bs.fit_steps(b, straight)) > 10 * pw["rms"]
+
+
+def test_steps_at_reads_the_first_check_at_or_below_the_target():
+    assert bu.steps_at([0, 1, 2, 4, 8], [2.3, 1.9, float("nan"), 1.4, 1.1], 1.5) == 4
+    assert bu.steps_at([0, 1, 2], [2.3, 2.0, 1.9], 1.5) == bu.NOT_REACHED
 
 
 def test_regimes_of_a_mccandlish_curve():
@@ -123,6 +141,42 @@ def test_run_to_target_records_the_first_check_at_target_and_flags_divergence():
     assert np.isnan(curve[-1, :, 1]).all()
 
 
+def test_a_model_frozen_at_an_accuracy_target_keeps_the_params_that_reached_it():
+    wl = bu.Workload(hidden=(8,), target_accuracy=0.3, n_eval=200, max_steps=200, eval_ratio=1.2, freeze_at_target=True)
+    r = bu.run_to_target(wl, 128, (0.5, 1e-4), (0, 1), return_params=True)
+    steps = np.array(r["steps"])
+    assert (steps[:, 0] > 0).all() and (steps[:, 1] == bu.NOT_REACHED).all()  # the tiny rate never gets there
+    train, _ = bu.load_data()
+    _, acc = bu.evaluate_models(bu.mlp((8,)), r["params"], fdata.Dataset(train.x[:200], train.y[:200]))
+    acc = acc.reshape(2, 2)
+    assert (acc[:, 0] >= 0.3).all() and (acc[:, 1] < 0.3).all()
+    assert r["stopped"] > steps[:, 0].max()  # the loop ran on past the target, yet the params stayed there
+
+
+def test_looser_targets_are_read_off_the_same_runs():
+    r = bu.tune_batch(TINY, 512, 0, (0,), targets=(2.2,))
+    loose = r["by_target"]["2.2"]
+    assert any(row[0] > 0 for row in r["steps"])
+    for row_main, row_loose in zip(r["steps"], loose["steps"]):  # a looser target is met no later
+        if row_main[0] > 0:
+            assert 0 < row_loose[0] <= row_main[0]
+    with pytest.raises(ValueError, match="looser"):
+        bu.tune_batch(TINY, 512, 0, (0,), targets=(1.0,))
+
+
+def test_warmup_schedule_rises_linearly_from_lr_over_k_to_lr():
+    from experiments.batch_size.warmup import warmup_sgd
+
+    opt = warmup_sgd(4, 8.0)(2.0)
+    params = {"w": jnp.zeros(())}
+    state = opt.init(params)
+    rates = []
+    for _ in range(6):
+        upd, state = opt.update({"w": jnp.ones(())}, state, params)
+        rates.append(-float(upd["w"]))
+    assert rates == pytest.approx([0.25, 0.6875, 1.125, 1.5625, 2.0, 2.0])
+
+
 def test_tune_batch_brackets_the_best_rate():
     r = bu.tune_batch(TINY, 512, 3, (0,))  # the first window 2^2..2^5 is too high: the grid must grow downwards
     assert not r["at_edge"]
@@ -145,8 +199,12 @@ def test_tiny_preset_keeps_the_contract(name, tiny):
 def test_steps_to_target_tiny(tiny, tmp_path):
     again, res, _ = tiny("steps_to_target")
     st = res.metrics["series"]["momentum_0"]
-    assert res.claims[0].holds  # the best rate is inside the grid at every B
-    assert st["steps"][-1] <= st["steps"][0]  # a larger batch never needs more steps here
+    assert res.claims[0].kind == "sanity" and res.claims[0].holds  # the best rate is inside the grid at every B
+    for t in st["targets"].values():
+        assert t["steps"][-1] <= t["steps"][0]  # a larger batch never needs more steps here
+        assert t["e_min"] == pytest.approx(t["fit"]["s_min"] * t["b_crit"])  # E = B*S: one fit
+    loose, tight = (st["targets"][k]["steps"] for k in ("1.9", "1.6"))
+    assert all(a <= b for a, b in zip(loose, tight))  # the looser target is met first
     bu.tune_batch.cache_clear()  # recompute: identical numbers (metrics.json must be reproducible)
     res2 = again.run(again.PRESETS["tiny"], tmp_path / "again")
     assert dumps(res2.metrics) == dumps(res.metrics)
@@ -155,24 +213,42 @@ def test_steps_to_target_tiny(tiny, tmp_path):
 def test_gradient_noise_scale_tiny(tiny):
     _, res, _ = tiny("gradient_noise_scale")
     assert res.claims[0].holds and res.claims[2].holds  # per-example mean = batch gradient; autodiff agrees
-    assert res.metrics["b_crit"] > 0
+    assert all(v > 0 for v in res.metrics["b_crit"].values())
+    assert len(res.metrics["trajectory_loss"]) == 5  # five seeds behind the seed-spread claim
 
 
 def test_gd_regimes_tiny(tiny):
     _, res, _ = tiny("gd_regimes")
     assert res.metrics["mlp"]["4000"]["updates_per_epoch"] == 1
     assert res.metrics["mlp"]["400"]["updates_per_epoch"] == 10
+    assert len(res.metrics["mlp"]["400"]["up_fraction"]) == 5  # per seed
 
 
 def test_lr_noise_scale_tiny(tiny):
     _, res, _ = tiny("lr_noise_scale")
     s = res.metrics["series"]["g=16"]
     assert s["lr"] == pytest.approx([16 * 256 / 4000, 16 * 1024 / 4000])  # eps = g B / N
+    assert res.metrics["b_opt"]["2000"]["batch_sizes"] == [512, 1024]  # B = factor * N / 1000
+
+
+def test_warmup_tiny(tiny):
+    _, res, _ = tiny("warmup")
+    m = res.metrics
+    assert m["large_lr"] == pytest.approx(m["k"] * m["small_lr"])  # the linear scaling rule
+    assert m["warmup_steps"] == 4000 // 512  # one epoch of the large batch
 
 
 def test_generalization_gap_tiny(tiny):
     _, res, _ = tiny("generalization_gap")
+    assert res.claims[0].kind == "sanity" and res.claims[0].holds  # every B reached the training accuracy
     assert res.claims[-1].holds  # manual-rule HVP = autodiff HVP
+    for p in res.metrics["points"]:
+        assert np.mean(p["train_accuracy"]) >= 0.5 - 0.05  # compared at (about) the same training accuracy
+    line = np.array(res.metrics["interpolation"]["train_loss"])
+    i0, i1 = res.metrics["interpolation"]["alphas"].index(0.0), res.metrics["interpolation"]["alphas"].index(1.0)
+    sb, lb = res.metrics["points"][0], res.metrics["points"][-1]
+    assert line[:, i0] == pytest.approx(sb["train_loss"], rel=1e-4)  # alpha = 0 is the SB solution
+    assert line[:, i1] == pytest.approx(lb["train_loss"], rel=1e-4)  # alpha = 1 the LB one
 
 
 def test_data_parallel_tiny(tiny):

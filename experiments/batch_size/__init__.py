@@ -1,1 +1,1 @@
-"""The batch-size study: GD regimes, steps to target, noise scales, the generalization gap, data parallelism."""
+"""The batch-size study: GD regimes, steps to target, noise scales, warm-up, generalization gap, data parallelism."""

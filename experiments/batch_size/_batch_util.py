@@ -54,6 +54,8 @@ class Workload:
     eval_ratio: float = 1.05  # geometric spacing of loss checks after step 16
     stop_factor: float = 1.5  # run on to this multiple of the best seed's steps
     diverge_loss: float = 100.0  # a checked loss above this (or non-finite) counts as diverged
+    target_accuracy: float = 0.0  # > 0: the target is this accuracy on the checked subset instead of ``target``
+    freeze_at_target: bool = False  # stop updating a model once it is at the target (its params are then kept)
     grad: str = "manual"  # gradient source: the hand-written rules by default
     dtype: str = "float32"  # "float64" needs jax_enable_x64 (data_parallel's rounding control)
 
@@ -134,7 +136,8 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
     step_own = jax.vmap(step, (0, 0, None, 0))  # mini-batch: each model its seed's batch
 
     def eval_one(p, xe, ye):
-        return loss.forward(net.forward(p, xe, train=False)[0], ye)[0]
+        pred = net.forward(p, xe, train=False)[0]
+        return loss.forward(pred, ye)[0], jnp.mean(jnp.argmax(pred, axis=-1) == ye)
 
     eval_all = jax.vmap(eval_one, (0, None, None))
 
@@ -143,7 +146,7 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
         # one TrainState per model; its key is never drawn from (the batch orders come from ``orders``)
         state = jax.vmap(lambda p, lr: init_state(p, opt(lr), jax.random.key(0)))(params, lrs)
         k = n_seeds * n_lrs
-        curve = jnp.full((len(sched), k), jnp.nan, x.dtype).at[0].set(eval_all(params, xe, ye))
+        curve = jnp.full((len(sched), k), jnp.nan, x.dtype).at[0].set(eval_all(params, xe, ye)[0])
         carry = (jnp.int32(0), state, jnp.full((k,), NOT_REACHED, jnp.int32), curve)
 
         def cond(c):
@@ -156,6 +159,7 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
 
         def body(c):
             t, state, done, curve = c
+            old = state
             if full:
                 state, _ = step_shared(state, (x, y), None, lrs)
             else:
@@ -166,16 +170,22 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
                     xb = jax.lax.with_sharding_constraint(xb, sharding)
                     yb = jax.lax.with_sharding_constraint(yb, sharding)
                 state, _ = step_own(state, (xb, yb), None, lrs)
+            if wl.freeze_at_target:  # a model at the target keeps its params (and optimizer state)
+                keep = done > 0
+                pick = lambda a, b: jnp.where(jnp.reshape(keep, keep.shape + (1,) * (a.ndim - 1)), b, a)  # noqa: E731
+                frozen = jax.tree_util.tree_map(pick, (state.params, state.opt_state), (old.params, old.opt_state))
+                state = state._replace(params=frozen[0], opt_state=frozen[1])
             t1 = t + 1
 
             def check(args):
                 state, done, curve = args
-                le = eval_all(state.params, xe, ye)
+                le, acc = eval_all(state.params, xe, ye)
                 div = state.diverged | ~jnp.isfinite(le) | (le > wl.diverge_loss)  # a loss that blew up counts too
                 state = state._replace(
                     diverged=div, diverged_step=jnp.where(div & ~state.diverged, state.step, state.diverged_step)
                 )
-                done = jnp.where((done == NOT_REACHED) & ~div & (le <= wl.target), t1, done)
+                at = (acc >= wl.target_accuracy) if wl.target_accuracy > 0 else (le <= wl.target)
+                done = jnp.where((done == NOT_REACHED) & ~div & at, t1, done)
                 return state, done, curve.at[slot_[t1]].set(jnp.where(div, jnp.nan, le))
 
             state, done, curve = jax.lax.cond(mask_[t1], check, lambda a: a, (state, done, curve))
@@ -183,7 +193,8 @@ def _compiled(wl: Workload, n: int, batch_size: int, n_seeds: int, n_lrs: int, m
 
         t, state, done, curve = jax.lax.while_loop(cond, body, carry)
         shape = (n_seeds, n_lrs)
-        return t, jnp.reshape(done, shape), jnp.reshape(state.diverged, shape), jnp.reshape(curve, (-1,) + shape)
+        curve = jnp.reshape(curve, (-1,) + shape)
+        return t, jnp.reshape(done, shape), jnp.reshape(state.diverged, shape), curve, state.params
 
     return jax.jit(run)
 
@@ -197,12 +208,15 @@ def run_to_target(
     *,
     limit: int | None = None,
     mesh: Any = None,
+    return_params: bool = False,
 ) -> dict[str, Any]:
     """Train S seeds × L learning rates at one batch size until the steps to ``wl.target`` are known.
 
     Returns ``steps`` (S, L) ints (−1 = not reached), ``diverged`` (S, L) bools, ``checked`` (the
     steps whose loss was checked, up to the end), ``curve`` (checks, S, L) loss on the fixed training
-    subset (NaN after divergence), and ``stopped`` (steps run).
+    subset (NaN after divergence), and ``stopped`` (steps run); with ``return_params``, also
+    ``params``: the final params stacked over the S·L models (seed-major), at the target when
+    ``wl.freeze_at_target``.
     """
     train, _ = load_data()
     n = int(train.x.shape[0])
@@ -223,7 +237,7 @@ def run_to_target(
         # full batch: the dataset itself is sharded; mini-batch: it is replicated and each gathered batch
         # is constrained to the data axis inside the step
         x, y = shard_batch((x, y), mesh) if batch_size == n else replicate((x, y), mesh)
-    t, done, div, curve = f(
+    t, done, div, curve, final = f(
         params,
         jnp.tile(jnp.asarray(lrs, dtype), len(seeds)),
         orders,
@@ -236,13 +250,24 @@ def run_to_target(
     t = int(t)
     sched = eval_schedule(wl.max_steps, wl.eval_ratio)
     k = int(np.searchsorted(sched, t, side="right"))
-    return {
+    out = {
         "steps": np.asarray(done).tolist(),
         "diverged": np.asarray(div).tolist(),
         "checked": sched[:k].tolist(),
         "curve": np.asarray(curve)[:k].tolist(),
         "stopped": t,
     }
+    if return_params:
+        out["params"] = final
+    return out
+
+
+def steps_at(checked: list[int], curve: list[float], target: float) -> int:
+    """The first checked step whose loss is at or below ``target`` (``NOT_REACHED`` if none)."""
+    for t, v in zip(checked, curve):
+        if v is not None and np.isfinite(v) and v <= target:
+            return int(t)
+    return NOT_REACHED
 
 
 def _score(steps: np.ndarray) -> float:
@@ -259,12 +284,17 @@ def tune_batch(
     momentum: float = 0.0,
     window: tuple[int, ...] = (-1, 0, 1, 2),
     max_extend: int = 6,
+    targets: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Steps to target at one batch size with the learning rate re-tuned over powers of 2.
 
     Rates 2^(center_exp + w) for w in ``window`` are run first; while the best (fewest mean steps over
     seeds, every seed at the target) is the smallest or largest rate tried, the grid is extended by
     another window on that side (at most ``max_extend`` times). ``at_edge`` reports failure to bracket.
+
+    ``targets``: looser losses (above ``wl.target``) read off the same runs' curves (first checked
+    step at or below each), the best rate chosen per target among the rates tried; returned under
+    ``by_target`` (keyed ``f"{T:g}"``) with the same fields as the main target.
     """
     tried: dict[int, dict[str, Any]] = {}
 
@@ -306,7 +336,27 @@ def tune_batch(
             break
     e, score = best()
     exps = sorted(tried)
+    by_target = {}
+    for target in targets:
+        if target < wl.target:
+            raise ValueError(f"targets must be looser (higher loss) than the workload's {wl.target}, got {target}")
+        st = {
+            k: [steps_at(tried[k]["checked"], [c[s] for c in tried[k]["curve"]], target) for s in range(len(seeds))]
+            for k in exps
+        }
+        sc = {k: _score(np.asarray(v)) for k, v in st.items()}
+        kb = min(sc, key=lambda k: (sc[k], k))
+        ok = math.isfinite(sc[kb])
+        by_target[f"{target:g}"] = {
+            "steps": [st[k] for k in exps],
+            "best_exponent": kb if ok else None,
+            "best_lr": 2.0**kb if ok else None,
+            "best_steps": sc[kb] if ok else None,
+            "best_steps_seeds": st[kb] if ok else None,
+            "at_edge": (not ok) or kb in (exps[0], exps[-1]),
+        }
     return {
+        "by_target": by_target,
         "batch_size": batch_size,
         "momentum": momentum,
         "lr_exponents": exps,
@@ -330,6 +380,7 @@ def sweep_batches(
     momentum: float,
     lr0_exp: int,
     cache: PointCache,
+    targets: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """:func:`tune_batch` for each B in increasing order, each point cached in ``cache`` as ``sweep_m<μ>_B<B>``.
 
@@ -338,7 +389,7 @@ def sweep_batches(
     """
     out, center = [], lr0_exp
     for b in sorted(batch_sizes):
-        compute = lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum))  # noqa: E731
+        compute = lambda b=b, c=center: tune_batch(wl, b, c, tuple(seeds), float(momentum), targets=tuple(targets))  # noqa: E731
         r = cache.point(f"sweep_m{momentum:g}_B{b}", compute)
         out.append(r)
         if r["best_exponent"] is not None:

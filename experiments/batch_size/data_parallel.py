@@ -5,7 +5,9 @@ The largest batches of the study run twice — on one device, and with each batc
 all-reduce the hand-written ``dW = xᵀ dy`` needs). Two code paths are checked:
 
 * the steps-to-target points of ``steps_to_target`` (``experiments/_batch_util.run_to_target`` with
-  ``mesh=``): the same step count at the target and the same loss curve;
+  ``mesh=``), 5 seeds: the first steps' losses equal to float32 rounding; the step count at the
+  target within the seeds' own spread (at the edge of stability the float32 trajectory is chaotic,
+  so bit-identical counts are not expected); in float64 (seed 0) the same step count and curve;
 * the engine, ``fnnet.train(..., mesh=fnnet.parallel.data_mesh())``: the same per-step losses and
   final params.
 
@@ -36,7 +38,7 @@ from experiments._common import Claim, Result, close, from_jsonable, pyplot, sav
 from experiments.batch_size import _batch_util as bu
 
 NAME = "data_parallel"
-TITLE = "Data-parallel large batches: sharded curve points equal single-device ones"
+TITLE = "Data-parallel large batches: sharded updates equal single-device ones to rounding"
 
 SPMD = "fnnet's own contract (data parallelism by JAX SPMD: a jax.sharding.Mesh, params replicated, batch sharded)"
 HOW_TO_SCALE = [
@@ -51,7 +53,7 @@ HOW_TO_SCALE = [
 class Config:
     batch_sizes: tuple[int, ...] = (4000,)  # the largest of the study (full batch); each divides by 8
     lr_exp: int = 0  # steps_to_target's best rate at large B (2^0)
-    n_seeds: int = 1
+    n_seeds: int = 5  # float32: the step counts' seed-to-seed spread is the bar; float64 runs seed 0 only
     train_epochs: int = 2  # the fnnet.train comparison, at every batch size
     host_devices: int = 8  # virtual CPU devices in the subprocess
     devices: str = "auto"  # "auto": real accelerators in-process when there are several; else "cpu8"
@@ -63,12 +65,13 @@ class Config:
 PRESETS = {
     "tiny": Config(
         batch_sizes=(512,),
+        n_seeds=5,
         train_epochs=1,
         check_float64=False,
         workload=bu.Workload(hidden=(32,), target=1.6, max_steps=60, eval_ratio=1.1),
     ),
     "quick": Config(),
-    "full": Config(batch_sizes=(1024, 2000, 4000), n_seeds=3, train_epochs=5),
+    "full": Config(batch_sizes=(1024, 2000, 4000), n_seeds=8, train_epochs=5),
 }
 
 
@@ -91,7 +94,9 @@ def compare(config: Config) -> dict:
                 row = {"batch_size": b, "dtype": dtype}
                 for name, m in (("single", None), ("sharded", mesh)):
                     t0 = time.perf_counter()
-                    r = bu.run_to_target(wl, b, (2.0**config.lr_exp,), seeds, mesh=m)
+                    r = bu.run_to_target(
+                        wl, b, (2.0**config.lr_exp,), seeds if dtype == "float32" else seeds[:1], mesh=m
+                    )
                     row[name] = {"steps": r["steps"], "checked": r["checked"], "curve": r["curve"]}
                     row[name]["seconds"] = time.perf_counter() - t0
                 out["points"].append(row)
@@ -168,8 +173,6 @@ def run(config: Config, out_dir: Path) -> Result:
     t0 = time.perf_counter()
     w = run_worker(config, out_dir)
     timings = {"worker_s": time.perf_counter() - t0}
-    seeds = tuple(config.seed + i for i in range(config.n_seeds))
-    here = [bu.run_to_target(config.workload, b, (2.0**config.lr_exp,), seeds)["steps"] for b in config.batch_sizes]
     dtypes = sorted({p["dtype"] for p in w["points"]}, key=["float32", "float64"].index)
     pts = {dt: [p for p in w["points"] if p["dtype"] == dt] for dt in dtypes}
     for p in w["points"]:
@@ -177,7 +180,11 @@ def run(config: Config, out_dir: Path) -> Result:
             timings[f"B{p['batch_size']}_{p['dtype']}_{name}_s"] = p[name]["seconds"]
     early, whole, steps = {}, {}, {}
     for dt, rows in pts.items():
-        rels = [_rel(np.array(p["single"]["curve"])[:, 0, 0], np.array(p["sharded"]["curve"])[:, 0, 0]) for p in rows]
+        rels = [
+            _rel(np.array(p["single"]["curve"])[:, s, 0], np.array(p["sharded"]["curve"])[:, s, 0])
+            for p in rows
+            for s in range(np.array(p["single"]["curve"]).shape[1])
+        ]
         early[dt] = max(float(np.max(r[:12])) for r in rels)  # checks at steps 0..11
         whole[dt] = max(float(np.max(r)) for r in rels)
         steps[dt] = {"single": [p["single"]["steps"] for p in rows], "sharded": [p["sharded"]["steps"] for p in rows]}
@@ -190,7 +197,6 @@ def run(config: Config, out_dir: Path) -> Result:
         "n_devices": n_dev,
         "batch_sizes": list(config.batch_sizes),
         "steps": steps,
-        "steps_this_process_single_device": here,
         "curve_rel_diff_first_11_steps": early,
         "curve_rel_diff_whole_run": whole,
         "engine_loss_max_rel_diff": eng_loss,
@@ -205,15 +211,15 @@ def run(config: Config, out_dir: Path) -> Result:
 
 def _claims(m: dict, config: Config, where: str) -> list[Claim]:
     s32 = m["steps"]["float32"]
-    bs_ = list(config.batch_sizes)
-    same32 = s32["single"] == s32["sharded"]
-    growth = f"the float32 rounding difference grows to {m['curve_rel_diff_whole_run']['float32']:.0e} by the target"
-    runs = np.array([s32["single"], s32["sharded"], m["steps_this_process_single_device"]], float)
-    spread = float(np.max((runs.max(axis=0) - runs.min(axis=0)) / runs.min(axis=0)))
-    why = (
-        f"; at lr 2^{config.lr_exp} (the best rate at large B, at the edge of stability: the loss jumps at step 1) "
-        "the trajectory is chaotic, so any change in the order of float32 sums (sharding, or just another thread "
-        f"layout or compiled program) moves the step count: by up to {spread:.0%} across these three runs"
+    bs_, n = list(config.batch_sizes), config.n_seeds
+    single = np.array([[row[0] for row in pt] for pt in s32["single"]], float)  # (B, seeds)
+    sharded = np.array([[row[0] for row in pt] for pt in s32["sharded"]], float)
+    gap = np.abs(sharded - single).max(axis=1)
+    spread = single.max(axis=1) - single.min(axis=1)
+    chaos = (
+        f"at lr 2^{config.lr_exp} (the best rate at large B, at the edge of stability) the float32 trajectory is "
+        f"chaotic: the rounding difference grows to {m['curve_rel_diff_whole_run']['float32']:.0e} by the target, so "
+        "any change in the order of float32 sums (sharding, or another thread layout) can move the step count"
     )
     claims = [
         close(
@@ -222,18 +228,25 @@ def _claims(m: dict, config: Config, where: str) -> list[Claim]:
             0.0,
             max(m["curve_rel_diff_first_11_steps"]["float32"], m["engine_loss_max_rel_diff"]),
             atol=1e-5,
-            note=f"max relative loss difference over steps 0-11 of the steps-to-target loop and over every step of "
-            f"fnnet.train(mesh=...) ({config.train_epochs} epochs); mesh of {where}",
+            note=f"max relative loss difference over steps 0-11 of the steps-to-target loop ({n} seeds) and over "
+            f"every step of fnnet.train(mesh=...) ({config.train_epochs} epochs); mesh of {where}",
+            kind="fnnet",
+            seeds=n,
+            tolerance_basis="rounding: float32 sums in another order, a few ulps per step before chaotic growth",
         ),
         Claim(
-            "Sharded curve points (steps to target) equal the single-device ones: float32, the study's dtype",
+            "Sharded float32 steps to target differ from single-device ones by no more than seeds differ among "
+            "themselves",
             SPMD,
-            "identical steps at every B and seed",
-            f"single {s32['single']} vs sharded {s32['sharded']} at B = {bs_}; the same single-device run in this "
-            f"(1-device) process: {m['steps_this_process_single_device']}",
-            "exact",
-            same32,
-            growth + ("" if same32 else why),
+            "max over seeds |sharded - single| <= range of single-device steps across seeds, at every B",
+            f"single {single.astype(int).tolist()} vs sharded {sharded.astype(int).tolist()} at B = {bs_}; "
+            f"max |difference| {gap.astype(int).tolist()}, seed range {spread.astype(int).tolist()}",
+            "<= seed range",
+            bool(np.all(gap <= spread)),
+            chaos + "; bit-identical float32 step counts are not expected, so the bar is the seeds' own spread",
+            kind="fnnet",
+            seeds=n,
+            tolerance_basis=f"seed spread: {n} seeds, the range (max - min) of single-device steps to target",
         ),
         close(
             "fnnet.train with a mesh ends at the same params as on one device",
@@ -243,6 +256,9 @@ def _claims(m: dict, config: Config, where: str) -> list[Claim]:
             atol=1e-4,
             note=f"max |diff| / max |param| over leaves after {config.train_epochs} epochs; params replicated on "
             f"{m['engine_param_devices']} devices",
+            kind="fnnet",
+            seeds=1,
+            tolerance_basis="rounding: float32 over a few epochs at an lr where differences grow slowly (engine run)",
         ),
     ]
     if "float64" in m["steps"]:
@@ -258,7 +274,10 @@ def _claims(m: dict, config: Config, where: str) -> list[Claim]:
                 "exact steps; 1e-9",
                 s64["single"] == s64["sharded"] and m["curve_rel_diff_whole_run"]["float64"] <= 1e-9,
                 "float64 separates the parallel arithmetic (equal up to the order of sums) from float32 rounding "
-                "growth",
+                "growth; seed 0",
+                kind="fnnet",
+                seeds=1,
+                tolerance_basis="rounding: float64 differences of ~1e-16 per step stay below 1e-9 over ~100 steps",
             ),
         )
     return claims
