@@ -26,7 +26,7 @@ import numpy as np
 
 from fnnet import activations as act
 from fnnet import initializers, layers, losses
-from fnnet.checking import GradcheckReport, check_layer, check_loss, run_compiled
+from fnnet.checking import GradcheckReport, check_layer, check_loss, run_compiled, x64_available
 from fnnet.core import Layer, Loss
 
 
@@ -450,20 +450,28 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
     Under "vmap" the inputs carry a leading axis of 2 independent batches.
     """
     dtype = jnp.dtype(dtype)
-    with jax.enable_x64(dtype == jnp.float64):
+    # The point is drawn in float64 where the backend has it and rounded to ``dtype``: the float32 and
+    # float64 rows check the same inputs and parameters up to rounding, and share one compiled draw.
+    draw_dtype = jnp.dtype(jnp.float64) if x64_available() else dtype
+    lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
+    sample = entry.sample or _normal
+    thing = entry.make()
+    in_shape = tuple(entry.in_shape)
+    with jax.enable_x64(draw_dtype == jnp.float64):
         k_init, k_x, k_t, k_fwd, k_rng = jax.random.split(jax.random.key(seed), 5)
-        lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
-        sample = entry.sample or _normal
-        thing = entry.make()
-        in_shape = tuple(entry.in_shape)
 
         def draw_x(k):
-            return sample(k, lead + in_shape, dtype)
+            return sample(k, lead + in_shape, draw_dtype)
 
         if is_loss(entry):
-            x, target = _draws(draw_x, lambda k, x: entry.target(k, x, dtype), k_x, k_t)
-            return check_loss(thing, x, target, transform=transform, rng=k_rng, finite_differences=entry.fd)
-        x, params = _draws(draw_x, lambda k, x: thing.init(k, in_shape, dtype)[1], k_x, k_init)
+            drawn = _draws(draw_x, lambda k, x: entry.target(k, x, draw_dtype), k_x, k_t)
+        else:
+            drawn = _draws(draw_x, lambda k, x: thing.init(k, in_shape, draw_dtype)[1], k_x, k_init)
+    with jax.enable_x64(dtype == jnp.float64):
+        x, other = _rounded(drawn, dtype)
+        if is_loss(entry):
+            return check_loss(thing, x, other, transform=transform, rng=k_rng, finite_differences=entry.fd)
+        params = other
         key = k_fwd if entry.needs_key else None
         return check_layer(
             thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
@@ -486,6 +494,21 @@ def _draws(draw_x: Callable[..., Any], draw_other: Callable[..., Any], k_x: Any,
     except _UNTRACEABLE:
         x = _compiled_or_eager(draw_x, k_x)
         return x, _compiled_or_eager(draw_other, k_other, x)
+
+
+def _rounded(tree: Any, dtype: Any) -> Any:
+    """``tree``'s float64 leaves rounded to ``dtype`` and its integer leaves in the current default integer
+    type, as arrays of the current x64 setting (on the host: no compilation)."""
+
+    def cast(a):
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating):
+            return jnp.asarray(a.astype(dtype))
+        if np.issubdtype(a.dtype, np.integer):
+            return jnp.asarray(a.astype(jax.dtypes.canonicalize_dtype(np.int64)))
+        return jnp.asarray(a)
+
+    return jax.tree_util.tree_map(cast, tree)
 
 
 def _x64() -> bool:

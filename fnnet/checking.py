@@ -25,6 +25,7 @@ The relative error of two arrays a, b is ‖a − b‖ / max(‖a‖, ‖b‖, t
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
@@ -231,11 +232,29 @@ def _probes(primal_leaves: Sequence[Any], max_fd_elements: int, n_directions: in
     return out
 
 
-def _directions(key: Any, size: int, probe: _Probe, dtype: Any) -> jax.Array:
-    """The unit probe directions of a leaf of ``size`` entries, one per row (traced)."""
+def _gaussians(key: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any]) -> list[jax.Array]:
+    """Traced: standard normal arrays of the given shapes and dtypes, all cut from one draw.
+
+    One draw, not one per array: each ``jax.random.normal`` is its own generator in the compiled program
+    (about 13 ms of XLA CPU compile time apiece, whatever its size), and a check needs one per leaf.
+
+    The draw is in the widest of ``dtypes`` (at least float32), never narrower: XLA may compute a value twice
+    (once per fusion that reads it), and two copies of a float32 draw can differ by an ulp, which in a float64
+    check would be a relative error of 1e-7 between the cotangent the rule sees and the one autodiff sees.
+    """
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    flat = jax.random.normal(key, (max(sum(sizes), 1),), jnp.result_type(jnp.float32, *dtypes))
+    bounds = np.cumsum(sizes)[:-1]
+    parts = jnp.split(flat[: sum(sizes)], bounds) if sizes else []
+    return [part.reshape(shape).astype(dtype) for part, shape, dtype in zip(parts, shapes, dtypes)]
+
+
+def _directions(noise: jax.Array | None, size: int, probe: _Probe, dtype: Any) -> jax.Array:
+    """The unit probe directions of a leaf of ``size`` entries, one per row (traced): basis vectors when
+    ``probe.elementwise``, else the rows of ``noise`` (``probe.count`` × ``size`` normals) normalized."""
     if probe.elementwise:
         return jnp.eye(size, dtype=dtype)
-    v = jax.random.normal(key, (probe.count, size), jnp.float32).astype(dtype)
+    v = noise.astype(dtype)
     return v / jnp.linalg.norm(v, axis=1, keepdims=True)
 
 
@@ -287,8 +306,14 @@ def _measure(
     eps = setup.eps
     base_args = list(_to(args, fd_dtype))
     base_leaves, treedef = jax.tree_util.tree_flatten(_to(primal, fd_dtype))
-    keys = jax.random.split(k_fd, max(len(base_leaves), 1))
     probed = [i for i, probe in enumerate(setup.probes) if probe is not None]
+    random = [i for i in probed if not setup.probes[i].elementwise]
+    noise = dict(
+        zip(
+            random,
+            _gaussians(k_fd, [(setup.probes[i].count, base_leaves[i].size) for i in random], [fd_dtype] * len(random)),
+        )
+    )
 
     def loss_at(flat):
         """The loss at the probed leaves' values ``flat`` (concatenated, raveled), the others at their base."""
@@ -308,7 +333,7 @@ def _measure(
     blocks, offset = [], 0
     for i in probed:
         size = base_leaves[i].size
-        d = _directions(keys[i], size, setup.probes[i], fd_dtype)
+        d = _directions(noise.get(i), size, setup.probes[i], fd_dtype)
         blocks.append(jnp.pad(d, ((0, 0), (offset, base.size - offset - size))))
         offset += size
     dirs = jnp.concatenate(blocks)
@@ -357,24 +382,32 @@ def run_compiled(program: Callable[..., Any], use64: bool, *operands: Any) -> An
 
     Compiled programs are kept (up to ``_COMPILED_MAX``, least recently used dropped) under their lowered
     text and pytree structures, so checks with the same computation share one compilation even when their
-    Python closures differ (two ``Dense(4)`` layers, a second ``check_all``). Thread-safe: XLA compiles
-    without the GIL, so checks run in threads overlap one's compilation with another's tracing.
+    Python closures differ (two ``Dense(4)`` layers, the float32 and float64 rows' draws, a second
+    ``check_all``). Thread-safe: XLA compiles without the GIL, so checks run in threads overlap one's
+    compilation with another's tracing, and a thread that needs a program another is compiling waits for it.
     """
     with jax.enable_x64(use64):
         lowered = jax.jit(program).lower(*operands)
         avals = [(jnp.shape(x), str(getattr(x, "dtype", type(x)))) for x in jax.tree_util.tree_leaves(operands)]
         key = (lowered.as_text(), str(lowered.in_tree), str(lowered.out_tree), str(avals))
         with _COMPILED_LOCK:
-            compiled = _COMPILED.get(key)
-            if compiled is not None:
-                _COMPILED.move_to_end(key)
-        if compiled is None:
-            compiled = _compile(lowered)  # outside the lock: other threads trace and compile meanwhile
-            with _COMPILED_LOCK:
-                _COMPILED[key] = compiled
+            pending = _COMPILED.get(key)
+            owner = pending is None
+            if owner:  # this thread compiles; a thread asking meanwhile waits for it, not compiling twice
+                pending = _COMPILED[key] = concurrent.futures.Future()
                 if len(_COMPILED) > _COMPILED_MAX:
                     _COMPILED.popitem(last=False)
-        return jax.device_get(compiled(*operands))
+            else:
+                _COMPILED.move_to_end(key)
+        if owner:
+            try:
+                pending.set_result(_compile(lowered))  # outside the lock: other threads trace meanwhile
+            except BaseException as e:
+                with _COMPILED_LOCK:
+                    _COMPILED.pop(key, None)
+                pending.set_exception(e)
+                raise
+        return jax.device_get(pending.result()(*operands))
 
 
 def _host(x: Any) -> np.ndarray:
@@ -578,10 +611,6 @@ def _scalar_error(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), np.finfo(np.float64).tiny)
 
 
-def _tangent(k_t: Any, tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: jax.random.normal(k_t, jnp.shape(a), jnp.result_type(a)), tree)
-
-
 def _checked_rule(transform: str, rule: Callable[..., Any], *operands: Any) -> Any:
     """The rule's output for a check: ``None`` (traced inside the program) unless ``transform`` is "none",
     where the rule runs eagerly, op by op, as written."""
@@ -641,9 +670,14 @@ def check_layer(
         return layer.backward(p, cache, c)
 
     y = jax.eval_shape(apply, params, x)
+    wrt_leaves = jax.tree_util.tree_leaves((params, x) if float_x else (params,))
 
-    def cotangent(k_c):
-        return jax.random.normal(k_c, y.shape, y.dtype)
+    def noise(k_c):
+        """The cotangent c and the tangent t (one leaf per differentiated leaf), from one draw."""
+        c, *t = _gaussians(
+            k_c, [y.shape] + [jnp.shape(a) for a in wrt_leaves], [y.dtype] + [jnp.result_type(a) for a in wrt_leaves]
+        )
+        return c, t
 
     def rule(p, xx, c):
         """The rule's gradients w.r.t. the differentiated arguments: (params, x), or (params,) for integer x."""
@@ -657,7 +691,7 @@ def check_layer(
             )
         return (dparams,)
 
-    eager = _checked_rule(transform, lambda p, xx: rule(p, xx, cotangent(jax.random.split(rng, 3)[0])), params, x)
+    eager = _checked_rule(transform, lambda p, xx: rule(p, xx, noise(jax.random.split(rng)[0])[0]), params, x)
     primal = (params, x) if float_x else (params,)
     paths = _paths(primal, ("params", "x"))
     dtype = _dtype_name(primal)
@@ -670,13 +704,13 @@ def check_layer(
 
     def program(params, x, eager, rng):
         with jax.enable_x64(setup.user_x64):
-            k_c, k_t, k_fd = jax.random.split(rng, 3)
-            c = cotangent(k_c)
+            k_c, k_fd = jax.random.split(rng)
+            c, t = noise(k_c)
             grads = eager if eager is not None else rule(params, x, c)
             grads = tuple(grads)
             wrt = (params, x) if float_x else (params,)
             _check_structure(wrt, grads, paths)
-            t = _tangent(k_t, wrt)
+            t = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(wrt), t)
             # One linearization serves both references: J t (the adjoint identity) and, transposed, Jᵀ c
             # (autodiff); jax.grad of <c, f> would trace and compile the forward a second time.
             y, jvp = jax.linearize(lambda *w: apply(*w, *(() if float_x else (x,))), *wrt)
@@ -741,7 +775,7 @@ def check_loss(
             k_t, k_fd = jax.random.split(rng)
             grad = eager if eager is not None else manual(pred, target)
             _check_structure((pred,), (grad,), paths)
-            t = jax.random.normal(k_t, jnp.shape(pred), jnp.result_type(pred))
+            (t,) = _gaussians(k_t, [jnp.shape(pred)], [jnp.result_type(pred)])
             v, jvp = jax.linearize(lambda p: value(p, target), pred)
             jt = jvp(t)
             auto = jax.linear_transpose(jvp, pred)(jnp.ones_like(v))
