@@ -106,6 +106,7 @@ class LeafReport:
     ok: bool
     worst_autodiff: tuple[int, ...] = ()
     worst_fd: tuple[int, ...] | int | None = None
+    rel_fd_autodiff: float = 0.0  # jax.grad's own error against the same FD probes: the reference's accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,19 +135,19 @@ class GradcheckReport:
 
     @property
     def rel_autodiff(self) -> float:
-        return max((leaf.rel_autodiff for leaf in self.leaves), default=0.0)
+        return _worst_of(leaf.rel_autodiff for leaf in self.leaves)
 
     @property
     def rel_fd(self) -> float:
-        return max((leaf.rel_fd for leaf in self.leaves), default=0.0)
+        return _worst_of(leaf.rel_fd for leaf in self.leaves)
 
     @property
     def abs_autodiff(self) -> float:
-        return max((leaf.abs_autodiff for leaf in self.leaves), default=0.0)
+        return _worst_of(leaf.abs_autodiff for leaf in self.leaves)
 
     @property
     def abs_fd(self) -> float:
-        return max((leaf.abs_fd for leaf in self.leaves), default=0.0)
+        return _worst_of(leaf.abs_fd for leaf in self.leaves)
 
     @property
     def failures(self) -> list[str]:
@@ -180,6 +181,13 @@ class GradcheckReport:
             rows.append("wrong: " + ", ".join(self.failures or ["adjoint identity"]))
         rows.extend(f"hint: {h}" for h in self.hints)
         return "\n".join([head, *rows])
+
+
+def _worst_of(errors: Any) -> float:
+    """The largest of ``errors``, NaN if any is NaN (Python's ``max`` would keep or drop a NaN by its
+    position), 0.0 if there are none."""
+    errors = list(errors)
+    return float(np.max(errors)) if errors else 0.0
 
 
 def _dtype_name(tree: Any) -> str:
@@ -292,14 +300,21 @@ def _measure(
     linearization they also use for the adjoint identity, so the forward is traced for autodiff once).
 
     Returns ``manual`` and ``auto`` (leaf lists, the arguments' dtype) and, per floating leaf, ``fd`` (the
-    central differences along each probe) and ``proj`` (⟨manual, v⟩ for the same probes), in float64.
+    central differences along each probe), ``proj`` (⟨manual, v⟩ for the same probes) and ``proj_auto``
+    (⟨autodiff, v⟩), in float64.
     """
     nums = setup.nums
     primal = tuple(args[n] for n in nums)
     if auto is None:
         with jax.enable_x64(setup.user_x64):
             auto = jax.grad(loss_fn, argnums=nums)(*args)
-    out = {"manual": jax.tree_util.tree_leaves(manual), "auto": jax.tree_util.tree_leaves(auto), "fd": [], "proj": []}
+    out = {
+        "manual": jax.tree_util.tree_leaves(manual),
+        "auto": jax.tree_util.tree_leaves(auto),
+        "fd": [],
+        "proj": [],
+        "proj_auto": [],
+    }
     if not setup.fd:
         return out
     fd_dtype = jnp.float64 if setup.use64 else jnp.float32
@@ -329,7 +344,11 @@ def _measure(
     # All probes of all leaves as rows of one (P, N) matrix over the N probed entries, each row supported on
     # its leaf's columns; one vmap over the P rows evaluates every central difference.
     base = jnp.concatenate([base_leaves[i].ravel() for i in probed])
-    grad = jnp.concatenate([manual_leaf.astype(fd_dtype).ravel() for manual_leaf in (out["manual"][i] for i in probed)])
+    # ⟨g, v⟩ for every probe as one product with the padded rows below, with g's non-finite entries as 0
+    # there: 0 · NaN is NaN, so one leaf's NaN would spoil every leaf's projections (``_report`` marks the
+    # leaves whose own gradient is not finite).
+    grads = [jnp.concatenate([out[side][i].astype(fd_dtype).ravel() for i in probed]) for side in ("manual", "auto")]
+    grads = [jnp.where(jnp.isfinite(g), g, 0) for g in grads]
     blocks, offset = [], 0
     for i in probed:
         size = base_leaves[i].size
@@ -340,9 +359,8 @@ def _measure(
     # Both sides of every central difference in one vmapped evaluation: the forward is traced and compiled once.
     both = jax.vmap(lambda d: loss_at(base + d))(eps * jnp.concatenate([dirs, -dirs]))
     fd = ((both[: len(dirs)] - both[len(dirs) :]) / (2 * eps)).astype(fd_dtype)
-    proj = dirs @ grad
     bounds = np.cumsum([setup.probes[i].count for i in probed])[:-1]
-    out["fd"], out["proj"] = jnp.split(fd, bounds), jnp.split(proj, bounds)
+    out["fd"], out["proj"], out["proj_auto"] = (jnp.split(v, bounds) for v in (fd, dirs @ grads[0], dirs @ grads[1]))
     return out
 
 
@@ -432,7 +450,7 @@ def _report(
 ) -> GradcheckReport:
     """Errors, worst indices and hints of one check, in float64 on the host, from ``_measure``'s outputs."""
     reports, pairs = [], []
-    fd_values = iter(zip(out["fd"], out["proj"]))
+    fd_values = iter(zip(out["fd"], out["proj"], out["proj_auto"]))
     for path, m, a, probe in zip(paths, out["manual"], out["auto"], setup.probes):
         if probe is None:
             continue
@@ -443,7 +461,10 @@ def _report(
         if not setup.fd:
             reports.append(LeafReport(path, m.shape, abs_ad, rel_ad, 0.0, 0.0, 0, rel_ad <= tol.autodiff, worst_ad))
             continue
-        fd, proj = (_host(v) for v in next(fd_values))
+        fd, proj, proj_auto = (_host(v) for v in next(fd_values))
+        proj, proj_auto = (
+            p if np.isfinite(g).all() else np.full_like(p, np.nan) for p, g in ((proj, m), (proj_auto, a))
+        )
         fd_diff = np.abs(fd - proj)
         k = int(np.argmax(fd_diff)) if fd_diff.size else 0
         worst_fd = (tuple(int(i) for i in np.unravel_index(k, m.shape)) if m.ndim else ()) if probe.elementwise else k
@@ -452,7 +473,9 @@ def _report(
         reports.append(
             LeafReport(path, m.shape, abs_ad, rel_ad, float(np.max(fd_diff, initial=0.0)), rel_fd, probe.count, ok)
         )
-        reports[-1] = dataclasses.replace(reports[-1], worst_autodiff=worst_ad, worst_fd=worst_fd)
+        reports[-1] = dataclasses.replace(
+            reports[-1], worst_autodiff=worst_ad, worst_fd=worst_fd, rel_fd_autodiff=relative_error(fd, proj_auto)
+        )
     fd_name = ("float64" if setup.use64 else "float32") if setup.fd else "skipped"
     report = GradcheckReport(tuple(reports), dtype, fd_name, fd_tol, dot_error)
     return dataclasses.replace(report, hints=tuple(_hints(report, pairs, tol, batch)))

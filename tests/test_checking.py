@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import fnnet as fn
@@ -178,3 +179,19 @@ def test_checks_with_the_same_computation_share_one_compiled_program(key):
     compiled = len(checking._COMPILED)
     assert fn.check_layer(fn.Dense(4), params, x + 1).ok  # a new layer object, new values: the same program
     assert len(checking._COMPILED) == compiled
+
+
+@pytest.mark.parametrize("elements", [12, 1200])  # probed element by element, and along random directions
+def test_a_nan_in_one_leaf_stays_in_that_leaf(key, elements):
+    """A NaN in one leaf's gradient marks that leaf and the whole report, not the other leaves' errors."""
+    x = jax.random.normal(key, (elements,))
+    loss = lambda a, b: jnp.sum(jnp.sin(a) * b)  # noqa: E731
+
+    def grad(a, b):
+        return jnp.cos(a) * b, jnp.full_like(b, jnp.nan)  # right for a, NaN for b
+
+    report = fn.gradcheck(loss, grad, x, x + 1, argnums=(0, 1))
+    a, b = report.leaves
+    assert a.ok and a.rel_fd <= TOLERANCES["float32"].fd and a.rel_fd_autodiff <= TOLERANCES["float32"].fd
+    assert not b.ok and np.isnan(b.rel_fd) and np.isnan(b.rel_autodiff)
+    assert np.isnan(report.rel_fd) and np.isnan(report.rel_autodiff) and not report.ok

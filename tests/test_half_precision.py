@@ -1,8 +1,15 @@
 """float16 and bfloat16: every catalog rule runs forward and backward and meets its documented bars.
 
-The bars are the float16 and bfloat16 rows of ``fnnet.checking.TOLERANCES`` (see the README). The losses
-reduce in float32 and return the input's dtype: within 1 % of the true value wherever it is representable,
-+inf (never NaN) where it is not.
+The bars are the float16 and bfloat16 rows of ``fnnet.checking.TOLERANCES`` (see the README), and one more,
+relative to autodiff: against the float64 finite-difference truth at the same (rounded) point, the
+hand-written rule's error is at most :data:`AS_ACCURATE` times jax.grad's own error in the same dtype, or
+:data:`ROUNDOFFS` unit roundoffs where that is larger. A rule can meet the flat bars and still lose accuracy
+autodiff keeps: the attention backward did, 7 to 13 times autodiff's error in bfloat16 for dQ while its
+log-sum-exp and output were rounded to bfloat16 (they are float32 now, as in FlashAttention); measured
+after the fix, no row of the catalog is above 3.0 times.
+
+The losses reduce in float32 and return the input's dtype: within 1 % of the true value wherever it is
+representable, +inf (never NaN) where it is not.
 """
 
 import jax
@@ -15,6 +22,12 @@ from fnnet import catalog
 from fnnet.checking import TOLERANCES
 
 ENTRIES = catalog.entries()
+AS_ACCURATE = 4.0
+ROUNDOFFS = 4.0
+#: Rows where jax.grad itself overflows in float16, so only the float64 truth can judge the rule: the
+#: derivative of 1/√(var + eps) at var = 0 is −½ eps^(−3/2) ≈ −1.6e7 for eps = 1e-5, beyond float16's 65504,
+#: and inf · 0 gives NaN in autodiff's gradient of x (the hand-written rule never forms that factor).
+AUTODIFF_OVERFLOWS = {("BatchNorm[train,constant feature]", "float16"), ("LayerNorm[constant row]", "float16")}
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -22,8 +35,16 @@ ENTRIES = catalog.entries()
 def test_half_precision(entry, dtype):
     report = catalog.check_entry(entry, jnp.dtype(dtype), "jit")
     assert report.dtype == dtype
-    assert report.rel_autodiff <= TOLERANCES[dtype].autodiff, str(report)
     assert report.rel_fd <= TOLERANCES[dtype].fd, str(report)
+    floor = ROUNDOFFS * float(jnp.finfo(dtype).eps) / 2
+    autodiff_finite = all(np.isfinite(leaf.rel_fd_autodiff) for leaf in report.leaves)
+    assert autodiff_finite == ((entry.name, dtype) not in AUTODIFF_OVERFLOWS), str(report)
+    if autodiff_finite:
+        assert report.rel_autodiff <= TOLERANCES[dtype].autodiff, str(report)
+    for leaf in report.leaves:
+        reference = leaf.rel_fd_autodiff if autodiff_finite else 0.0
+        bar = max(AS_ACCURATE * reference, floor)
+        assert leaf.rel_fd <= bar, f"{leaf.path}: {leaf.rel_fd:.3g} vs jax.grad's {reference:.3g}\n{report}"
 
 
 def _rows(row, batch):
