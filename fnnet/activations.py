@@ -5,9 +5,13 @@ Every activation ``f`` comes as three functions::
     f(x) -> y                          the plain value
     f_forward(x) -> (y, cache)         the value and the smallest cache its rule needs
     f_backward(cache, dy) -> dx        the hand-written vector-Jacobian product
+    f_second(x) -> f''(x)              the hand-written second derivative (elementwise f only)
 
-and a Layer constructor (``Sigmoid()``, ``LeakyRelu(0.2)``, ...). :func:`derivative` gives f'(x)
-elementwise from the rule (dy = 1).
+and a Layer constructor (``Sigmoid()``, ``LeakyRelu(0.2)``, ...), whose ``jvp`` is the backward rule
+applied to the tangent (every Jacobian here is symmetric: diagonal, or softmax's diag(y) − y yᵀ).
+:func:`derivative` gives f'(x) elementwise from the rule (dy = 1), :func:`second_derivative` f''(x) for
+curvature code (Pearlmutter's R-operator), and :func:`activation_of` tells which activation, with which
+arguments, a Layer of this module is.
 
 Contracts every activation keeps (each rule's docstring says where it is exact and what it assumes;
 ``tests/test_rule_domains.py`` probes each boundary against ``jax.grad`` of the very forward below):
@@ -20,13 +24,18 @@ Contracts every activation keeps (each rule's docstring says where it is exact a
 * **±∞ and overflow**: where f and f' have finite limits, the value and the rule give them (e.g.
   gelu(−∞) = 0, gelu'(+∞) = 1) instead of the inf · 0 = NaN of the naive formula, and so does
   ``jax.grad`` of the forward.
+* **Second derivatives** are pinned to 0 at the kinks (relu''(0) = leaky_relu''(0) = 0, as
+  ``jax.grad(jax.grad(f))`` of the forward gives) and are finite for every real x, with their limit 0 at
+  ±∞; they are written in forms that keep their relative accuracy in the tails (σ(x)σ(−x), not
+  σ(x)(1 − σ(x))).
 
 References: A. Gulli, A. Kapoor, S. Pal, *Deep Learning with TensorFlow 2 and Keras*, 2nd ed., Packt,
 2019, chapter "The Math Behind Deep Learning" (activation functions and their derivatives); "ML Math
 Derivations (19): Neural Networks and Backpropagation" (an online series, chapter 19, backpropagation);
 D. Hendrycks, K. Gimpel, "Gaussian Error Linear Units (GELUs)", 2016, eq. 1-2; P. Ramachandran,
 B. Zoph, Q. V. Le, "Searching for Activation Functions", 2017 (swish); J. Bergstra, G. Desjardins,
-P. Lamblin, Y. Bengio, "Quadratic polynomials learn better image features", 2009 (softsign).
+P. Lamblin, Y. Bengio, "Quadratic polynomials learn better image features", 2009 (softsign);
+B. A. Pearlmutter, "Fast Exact Multiplication by the Hessian", Neural Computation 6(1), 1994 (R-operator).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet.core import Array, Layer, ShapeError, check_float, check_no_params
+from fnnet.core import Array, Layer, ShapeError, check_float, check_no_params, check_tangent
 
 # ----------------------------------------------------------------------------------------------
 # sigmoid
@@ -65,6 +74,15 @@ def sigmoid_backward(y: Array, dy: Array) -> Array:
     return dy * y * (1 - y)
 
 
+def sigmoid_second(x: Array) -> Array:
+    """σ''(x) = σ(x)(1 − σ(x))(1 − 2σ(x)) = −σ(x)σ(−x) tanh(x/2).
+
+    Written with σ(−x) for 1 − σ(x) and −tanh(x/2) for 1 − 2σ(x), so it keeps its relative accuracy in
+    both tails (σ''(x) ≈ ∓e^{−|x|}), where 1 − σ(x) would round to 0. σ''(±∞) = 0; σ''(NaN) = NaN.
+    """
+    return -sigmoid(x) * sigmoid(-x) * jnp.tanh(0.5 * x)
+
+
 # ----------------------------------------------------------------------------------------------
 # tanh
 
@@ -86,6 +104,15 @@ def tanh_backward(y: Array, dy: Array) -> Array:
     gives 0 and the true derivative is below the dtype's eps. tanh'(±∞) = 0; tanh'(NaN) = NaN.
     """
     return dy * (1 - y * y)
+
+
+def tanh_second(x: Array) -> Array:
+    """tanh''(x) = −2 tanh(x)(1 − tanh²(x)) = −8 tanh(x) σ(2x) σ(−2x).
+
+    1 − tanh²(x) = sech²(x) is written 4σ(2x)σ(−2x), which keeps its relative accuracy where tanh(x)
+    rounds to ±1. tanh''(±∞) = 0; tanh''(NaN) = NaN.
+    """
+    return -8 * jnp.tanh(x) * sigmoid(2 * x) * sigmoid(-2 * x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +141,12 @@ def relu_backward(mask: Array, dy: Array) -> Array:
     (relu'(NaN) = 1), which is what ``jax.grad`` of fnnet's forward gives: the NaN takes the identity branch.
     """
     return jnp.where(mask, dy, jnp.zeros_like(dy))
+
+
+def relu_second(x: Array) -> Array:
+    """relu''(x) = 0 everywhere: 0 away from the kink (where ``jax.grad`` of the rule gives 0 too), and
+    pinned to 0 at x = 0, where relu' jumps. NaN included, as ``jax.grad(jax.grad(relu))`` gives there."""
+    return jnp.zeros_like(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -145,6 +178,12 @@ def leaky_relu_backward(mask: Array, dy: Array, alpha: float = 0.01) -> Array:
     forward gives (the NaN fails x ≥ 0 and takes the αx branch).
     """
     return jnp.where(mask, dy, alpha * dy)
+
+
+def leaky_relu_second(x: Array, alpha: float = 0.01) -> Array:
+    """leaky_relu''(x) = 0 everywhere, pinned to 0 at the kink x = 0 (as :func:`relu_second`)."""
+    del alpha
+    return jnp.zeros_like(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,6 +269,39 @@ def gelu_backward(x: Array, dy: Array, approximate: bool = False) -> Array:
     return dy * _gated_slope(slope, x)
 
 
+#: Beyond |x| = 50, φ(x) = e^{−x²/2}/√(2π) is 0 in every float dtype (e^{−1250}), and so is gelu''(x).
+_GELU_PDF_CLIP = 50.0
+
+
+def gelu_second(x: Array, approximate: bool = False) -> Array:
+    """Exact: gelu''(x) = 2φ(x) + x φ'(x) = φ(x)(2 − x²), φ the standard normal pdf.
+
+    Tanh form: with u = √(2/π)(x + 0.044715x³), u' = √(2/π)(1 + 3·0.044715x²), u'' = √(2/π)·6·0.044715x,
+    t = tanh(u) and s = 1 − t² = sech²(u) (so s' = −2t s u')::
+
+        gelu''(x) = s (u' − x t u'² + ½ x u''),
+
+    with sech²(u) = 4σ(2u)σ(−2u), accurate where t rounds to ±1. Beyond |x| = 10 the forward takes u at
+    x clipped to ±10 (t = ±1 exactly), so gelu is ½x(1 ± 1) there and gelu''(x) = 0, as ``jax.grad`` of
+    the forward gives.
+
+    Finite for every real x and 0 at ±∞ (the limits; x² φ(x) would be ∞ · 0 = NaN): the exact form takes
+    x clipped to ±50, where φ is already 0 in every dtype. gelu''(NaN) = NaN.
+    """
+    if approximate:
+        xc = jnp.clip(x, -_GELU_TANH_CLIP, _GELU_TANH_CLIP)
+        u, _ = _gelu_tanh_arg(xc)
+        t = jnp.tanh(u)
+        s = 4 * sigmoid(2 * u) * sigmoid(-2 * u)
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * xc * xc)
+        d2u = _SQRT_2_OVER_PI * 6 * _GELU_C * xc
+        d2 = s * (du - xc * t * du * du + 0.5 * xc * d2u)
+        return jnp.where(jnp.abs(x) > _GELU_TANH_CLIP, jnp.zeros_like(x), d2)
+    xc = jnp.clip(x, -_GELU_PDF_CLIP, _GELU_PDF_CLIP)
+    pdf = jnp.exp(-0.5 * xc * xc) / math.sqrt(2 * math.pi)
+    return pdf * (2 - xc * xc)
+
+
 # ----------------------------------------------------------------------------------------------
 # swish / silu
 
@@ -257,7 +329,20 @@ def swish_backward(x: Array, dy: Array) -> Array:
     return dy * _gated_slope(slope, x)
 
 
-silu, silu_forward, silu_backward = swish, swish_forward, swish_backward
+def swish_second(x: Array) -> Array:
+    """swish''(x) = 2σ'(x) + x σ''(x) = σ(x)(1 − σ(x))(2 + x(1 − 2σ(x))) = σ(x)σ(−x)(2 − x tanh(x/2)).
+
+    In the σ(−x), tanh(x/2) form it keeps its relative accuracy in both tails. swish''(±∞) = 0 (the
+    limits; the formula would give 0 · ∞ = NaN there, so ±∞ is handed 0, a "double where").
+    swish''(NaN) = NaN.
+    """
+    inf = jnp.isinf(x)
+    v = jnp.where(inf, jnp.zeros_like(x), x)
+    d2 = sigmoid(v) * sigmoid(-v) * (2 - v * jnp.tanh(0.5 * v))
+    return jnp.where(inf, jnp.zeros_like(x), d2)
+
+
+silu, silu_forward, silu_backward, silu_second = swish, swish_forward, swish_backward, swish_second
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,6 +371,14 @@ def softplus_backward(x: Array, dy: Array) -> Array:
     return dy * jax.nn.sigmoid(x)
 
 
+def softplus_second(x: Array) -> Array:
+    """softplus''(x) = σ'(x) = σ(x)(1 − σ(x)) = σ(x)σ(−x), accurate in both tails (≈ e^{−|x|}).
+
+    softplus''(±∞) = 0; softplus''(NaN) = NaN.
+    """
+    return sigmoid(x) * sigmoid(-x)
+
+
 # ----------------------------------------------------------------------------------------------
 # softsign
 
@@ -312,6 +405,19 @@ def softsign_backward(x: Array, dy: Array) -> Array:
     return dy / (d * d)
 
 
+def softsign_second(x: Array) -> Array:
+    """softsign''(x) = −2 sign(x) / (1 + |x|)³, pinned to 0 at x = 0, where it jumps from 2 to −2.
+
+    0 is the mean of the one-sided limits and keeps f'' odd, as softsign is; ``jax.grad(jax.grad(f))``
+    of the forward gives −2 there (the right-hand limit: JAX takes d|x|/dx = 1 at 0). Written
+    −2 sign(x) r³ with r = 1/(1 + |x|), so (1 + |x|)³ never overflows: softsign''(±∞) = 0, and large
+    finite |x| give the tiny true value (autodiff of the forward loses even its sign at |x| = 1e20).
+    softsign''(NaN) = NaN.
+    """
+    r = 1 / (1 + jnp.abs(x))
+    return -2 * jnp.sign(x) * (r * r * r)
+
+
 # ----------------------------------------------------------------------------------------------
 # identity
 
@@ -329,6 +435,11 @@ def identity_backward(cache: tuple, dy: Array) -> Array:
     """dx = dy, for any x (NaN and ±∞ included)."""
     del cache
     return dy
+
+
+def identity_second(x: Array) -> Array:
+    """identity''(x) = 0, for any x (NaN and ±∞ included)."""
+    return jnp.zeros_like(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,8 +482,63 @@ def derivative(name: str, x: Array, **kwargs) -> Array:
     return bwd(cache, jnp.ones_like(x), **kwargs)
 
 
-def _layer(label: str, fwd: Callable, bwd: Callable, **kwargs) -> Layer:
-    """A parameter-free Layer from an activation's forward and backward rule."""
+def second_derivative(name: str, x: Array, **kwargs) -> Array:
+    """f''(x) elementwise for the elementwise activation ``name``, from its hand-written ``<name>_second``.
+
+    The second derivatives are what curvature code needs beyond the rules, e.g. Pearlmutter's
+    R-operator: R{f'(x)} = f''(x) · R{x} (Pearlmutter 1994). Each is written out in its
+    docstring; at the kinks it is pinned to 0 (relu''(0) = leaky_relu''(0) = 0, softsign''(0) = 0), the
+    values are finite for every real x and give the limits at ±∞ (0 for all of them), and NaN propagates
+    except where f'' is 0 everywhere (relu, leaky_relu, identity), as ``jax.grad(jax.grad(f))`` of the
+    forward. ``kwargs`` are the activation's (``alpha=``, ``approximate=``).
+
+    Raises:
+        ValueError: ``name`` is not an elementwise activation (softmax's second derivative is a
+            third-order tensor, not an elementwise function).
+
+    Reference: B. A. Pearlmutter, "Fast Exact Multiplication by the Hessian", Neural Computation 6(1),
+    1994.
+    """
+    if name not in _SECOND:
+        extra = "; softmax is not elementwise" if name == "softmax" else ""
+        raise ValueError(
+            f"no elementwise second derivative for activation {name!r}{extra}; choose one of "
+            f"{', '.join(sorted(_SECOND))}"
+        )
+    return _SECOND[name](x, **kwargs)
+
+
+def activation_of(layer: Layer) -> tuple[str, dict] | None:
+    """``(name, kwargs)`` of a Layer built by this module, e.g. ``("leaky_relu", {"alpha": 0.2})``; else None.
+
+    ``name`` is a key of :func:`derivative` and :func:`second_derivative` (``Silu()`` is ``"swish"``;
+    ``Softmax(axis)`` is ``("softmax", {"axis": axis})``), so curvature code can take f' and f'' of the
+    layer it meets::
+
+        name, kwargs = activation_of(layer)
+        d2 = second_derivative(name, x, **kwargs)      # f''(x), for the R-operator
+
+    The fact is an attribute on the layer's ``forward`` (as :func:`fnnet.core.mark_takes_mask` marks
+    forwards), so a Layer made otherwise, or wrapped by a combinator, gives None. ``kwargs`` is a copy.
+    """
+    mark = getattr(getattr(layer, "forward", None), "activation", None)
+    if mark is None:
+        return None
+    name, kwargs = mark
+    return name, dict(kwargs)
+
+
+def _layer(label: str, activation: str, check: Callable[[Array], None] | None = None, **kwargs) -> Layer:
+    """A parameter-free Layer of the activation ``activation`` (a key of ``_RULES``) with arguments ``kwargs``.
+
+    ``check(x)``, if given, runs extra input checks (Softmax's axis) first, in ``forward`` and ``jvp`` alike.
+
+    Forward mode: the Jacobian J of every activation here is symmetric — diagonal, diag(f'(x)), for an
+    elementwise f, and diag(y) − y yᵀ for softmax — so J dx = Jᵀ dx and the JVP is the backward rule
+    applied to the tangent, from the same cache: dy = f'(x) ⊙ dx (softmax: dy = y ⊙ (dx − Σ_j y_j dx_j)),
+    with the kinks pinned as in the backward (relu'(0) = 0, leaky_relu'(0) = 1).
+    """
+    fwd, bwd = _RULES[activation]
 
     def init(key, in_shape, dtype=jnp.float32):
         del key, dtype
@@ -380,6 +546,8 @@ def _layer(label: str, fwd: Callable, bwd: Callable, **kwargs) -> Layer:
 
     def forward(params, x, *, key=None, train=True):
         del key, train
+        if check is not None:
+            check(x)
         check_no_params(label, params)
         check_float(label, x)
         return fwd(x, **kwargs)
@@ -388,7 +556,14 @@ def _layer(label: str, fwd: Callable, bwd: Callable, **kwargs) -> Layer:
         check_no_params(label, params)
         return (), bwd(cache, dy, **kwargs)
 
-    return Layer(init, forward, backward, name=label.removesuffix("()"))
+    def jvp(params, x, dparams, dx, *, key=None, train=True):
+        y, cache = forward(params, x, key=key, train=train)
+        check_no_params(f"{label} jvp (dparams)", dparams)
+        check_tangent(label, "dx", dx, x)
+        return y, bwd(cache, dx, **kwargs)
+
+    forward.activation = (activation, dict(kwargs))
+    return Layer(init, forward, backward, jvp=jvp, name=label.removesuffix("()"))
 
 
 def Sigmoid() -> Layer:
@@ -403,8 +578,12 @@ def Sigmoid() -> Layer:
 
     Kink:
         None: σ is smooth. σ'(±∞) = 0.
+
+    Forward mode (JVP):
+        dy = y(1 − y) ⊙ dx, from the same cached output (the Jacobian is diagonal, so the forward and
+        reverse rules coincide).
     """
-    return _layer("Sigmoid()", sigmoid_forward, sigmoid_backward)
+    return _layer("Sigmoid()", "sigmoid")
 
 
 def Tanh() -> Layer:
@@ -418,8 +597,11 @@ def Tanh() -> Layer:
 
     Kink:
         None: tanh is smooth. tanh'(±∞) = 0.
+
+    Forward mode (JVP):
+        dy = (1 − y²) ⊙ dx, from the same cached output (diagonal Jacobian: forward and reverse rules coincide).
     """
-    return _layer("Tanh()", tanh_forward, tanh_backward)
+    return _layer("Tanh()", "tanh")
 
 
 def Relu() -> Layer:
@@ -433,8 +615,12 @@ def Relu() -> Layer:
 
     Kink:
         relu'(0) = 0, as ``jax.nn.relu`` and PyTorch; ``jax.grad`` of fnnet's forward agrees.
+
+    Forward mode (JVP):
+        dy = 1[x > 0] ⊙ dx, from the same mask, so relu'(0) = 0 here too (diagonal Jacobian: forward and
+        reverse rules coincide).
     """
-    return _layer("Relu()", relu_forward, relu_backward)
+    return _layer("Relu()", "relu")
 
 
 def LeakyRelu(alpha: float = 0.01) -> Layer:
@@ -449,6 +635,10 @@ def LeakyRelu(alpha: float = 0.01) -> Layer:
     Kink:
         leaky_relu'(0) = 1 (x ≥ 0 is the linear side), as ``jax.nn.leaky_relu``.
 
+    Forward mode (JVP):
+        dy = (1 if x ≥ 0 else α) ⊙ dx, from the same mask, leaky_relu'(0) = 1 (diagonal Jacobian: forward and
+        reverse rules coincide).
+
     Args:
         alpha: the slope for x < 0, a finite real number ≥ 0 (0 gives ReLU's values, with slope 1 at 0).
 
@@ -460,7 +650,7 @@ def LeakyRelu(alpha: float = 0.01) -> Layer:
         raise TypeError(f"LeakyRelu: alpha must be a real number, got {alpha!r}")
     if not 0 <= alpha < math.inf:
         raise ValueError(f"LeakyRelu needs a finite slope alpha >= 0, got {alpha}")
-    return _layer(f"LeakyRelu({alpha})", leaky_relu_forward, leaky_relu_backward, alpha=alpha)
+    return _layer(f"LeakyRelu({alpha})", "leaky_relu", alpha=alpha)
 
 
 def Gelu(approximate: bool = False) -> Layer:
@@ -478,10 +668,13 @@ def Gelu(approximate: bool = False) -> Layer:
     Kink:
         None: GELU is smooth. The limits hold at ±∞: gelu(−∞) = 0, gelu'(−∞) = 0, gelu'(+∞) = 1.
 
+    Forward mode (JVP):
+        dy = gelu'(x) ⊙ dx, from the same cached input (diagonal Jacobian: forward and reverse rules coincide).
+
     Args:
         approximate: use the tanh form (the default of ``jax.nn.gelu``) instead of the exact x Φ(x).
     """
-    return _layer("Gelu()", gelu_forward, gelu_backward, approximate=approximate)
+    return _layer("Gelu()", "gelu", approximate=approximate)
 
 
 def Swish() -> Layer:
@@ -496,8 +689,11 @@ def Swish() -> Layer:
 
     Kink:
         None: swish is smooth. swish'(−∞) = 0, swish'(+∞) = 1.
+
+    Forward mode (JVP):
+        dy = swish'(x) ⊙ dx, from the same cached input (diagonal Jacobian: forward and reverse rules coincide).
     """
-    return _layer("Swish()", swish_forward, swish_backward)
+    return _layer("Swish()", "swish")
 
 
 def Softplus() -> Layer:
@@ -511,8 +707,11 @@ def Softplus() -> Layer:
 
     Kink:
         None: softplus is smooth (a smooth ReLU); softplus'(0) = ½.
+
+    Forward mode (JVP):
+        dy = σ(x) ⊙ dx, from the same cached input (diagonal Jacobian: forward and reverse rules coincide).
     """
-    return _layer("Softplus()", softplus_forward, softplus_backward)
+    return _layer("Softplus()", "softplus")
 
 
 def Softsign() -> Layer:
@@ -530,12 +729,15 @@ def Softsign() -> Layer:
         None in the derivative: softsign'(0) = 1 from both sides (the second derivative jumps from 2 to −2
         at 0). softsign'(±∞) = 0.
 
+    Forward mode (JVP):
+        dy = dx / (1 + |x|)², from the same cached input (diagonal Jacobian: forward and reverse rules coincide).
+
     References:
         J. Bergstra, G. Desjardins, P. Lamblin, Y. Bengio, "Quadratic polynomials learn better image
         features", Technical Report 1337, Université de Montréal, 2009; X. Glorot, Y. Bengio,
         "Understanding the difficulty of training deep feedforward neural networks", AISTATS, 2010.
     """
-    return _layer("Softsign()", softsign_forward, softsign_backward)
+    return _layer("Softsign()", "softsign")
 
 
 def Identity() -> Layer:
@@ -549,8 +751,11 @@ def Identity() -> Layer:
 
     Kink:
         None.
+
+    Forward mode (JVP):
+        dy = dx.
     """
-    return _layer("Identity()", identity_forward, identity_backward)
+    return _layer("Identity()", "identity")
 
 
 def Softmax(axis: int = -1) -> Layer:
@@ -565,6 +770,10 @@ def Softmax(axis: int = -1) -> Layer:
     Kink:
         None: softmax is smooth. A row with a +∞ entry, only −∞ entries or a NaN is NaN, value and rule.
 
+    Forward mode (JVP):
+        dy = p ⊙ (dx − Σ_j p_j dx_j), from the same cached output: the Jacobian diag(p) − p pᵀ is symmetric,
+        so the forward and reverse rules coincide.
+
     Args:
         axis: the axis to normalize over, default the last; it must name a non-batch axis of the input.
 
@@ -573,9 +782,8 @@ def Softmax(axis: int = -1) -> Layer:
     """
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"Softmax: axis must be an integer, got {axis!r}")
-    layer = _layer("Softmax()", softmax_forward, softmax_backward, axis=int(axis))
 
-    def forward(params, x, *, key=None, train=True):
+    def check_axis(x):
         rank = jnp.ndim(x)
         if not (-rank <= axis < rank) or axis % max(rank, 1) == 0:
             raise ShapeError(
@@ -586,9 +794,8 @@ def Softmax(axis: int = -1) -> Layer:
             raise ShapeError(
                 f"Softmax(): axis {axis} of the input is empty (shape {jnp.shape(x)}); it needs >= 1 entry"
             )
-        return layer.forward(params, x, key=key, train=train)
 
-    return layer._replace(forward=forward)
+    return _layer("Softmax()", "softmax", check_axis, axis=int(axis))
 
 
 Silu = Swish  # the same constructor (and docstring) under PyTorch's name
@@ -605,6 +812,19 @@ _RULES: dict[str, tuple[Callable, Callable]] = {
     "softsign": (softsign_forward, softsign_backward),
     "identity": (identity_forward, identity_backward),
     "softmax": (softmax_forward, softmax_backward),
+}
+
+_SECOND: dict[str, Callable[..., Array]] = {
+    "sigmoid": sigmoid_second,
+    "tanh": tanh_second,
+    "relu": relu_second,
+    "leaky_relu": leaky_relu_second,
+    "gelu": gelu_second,
+    "swish": swish_second,
+    "silu": swish_second,
+    "softplus": softplus_second,
+    "softsign": softsign_second,
+    "identity": identity_second,
 }
 
 LAYERS: dict[str, Callable[..., Layer]] = {

@@ -6,7 +6,7 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
     forward(params, x, *, key=None, train=True) -> (y, cache)
     backward(params, cache, dy) -> (dparams, dx)
     update_state(params, cache) -> params          # optional; None for stateless layers
-    jvp                                            # reserved for forward mode; None: not provided
+    jvp(params, x, dparams, dx, *, key=None, train=True) -> (y, dy)   # hand-written forward mode
     name                                           # a short label, e.g. "Dense(64)"; None: derived
 
 * ``in_shape`` and ``out_shape`` exclude the batch dimension; ``x`` and ``y`` carry it first.
@@ -36,8 +36,16 @@ A **Layer** is a tuple of pure functions, in the manner of ``jax.example_librari
   fourth argument, ``f(params, x, key, mask)``. A layer without the mark keeps the plain signature and is
   never given a mask; passing ``mask=`` to a network none of whose layers takes one is a TypeError naming it. The
   mask is data, not a parameter: it gets no gradient, and the caches hold it where the rule needs it.
-* ``jvp`` is reserved for a hand-written forward-mode rule; ``None``: not provided (nothing uses it
-  yet).
+* ``jvp`` is the hand-written forward-mode rule, the Jacobian-vector product: for a tangent
+  ``(dparams, dx)`` it returns the forward's own ``y`` and ``dy = ∂y/∂params · dparams + ∂y/∂x · dx``.
+  Like ``backward`` it never calls ``jax.grad``, ``jax.vjp`` or ``jax.jvp``; its formula is in the
+  layer's docstring. ``dparams`` has the structure of ``params`` (buffers under ``"state"`` included:
+  BatchNorm in evaluation mode depends on them); ``dx`` has the shape and dtype of ``x``, and is
+  ignored (``None`` is accepted) where ``x`` is integer, as for Embedding's ids. ``key`` and ``train``
+  are the forward's, so Dropout draws the same mask; a layer that takes a mask takes ``mask=`` here too.
+  The combinators compose it (serial: the tangents flow forward through the children in order).
+  ``None``: not provided. :func:`fnnet.custom_jvp` makes ``jax.jvp``, ``jax.jacfwd`` and
+  ``jax.linearize`` run it.
 * ``name`` is a short label used by ``repr`` and :func:`fnnet.summary`: ``"Dense(64)"``, ``"Relu"``,
   ``"serial(Dense(64), Relu, Dense(10))"``. ``None`` (a hand-made Layer) is shown as the name of the
   public function that built it (``def MyLayer(): ...`` gives ``"MyLayer"``), or ``"Layer"``.
@@ -47,13 +55,17 @@ Every layer checks its params against the structure its ``init`` makes (:func:`c
 parameter-free layer handed arrays raise an error naming the layer and the leaf, never an XLA error;
 ``serial`` and ``residual`` add the child's position.
 
-A **Loss** is ``Loss(forward, backward)``::
+A **Loss** is ``Loss(forward, backward, jvp, hvp)``::
 
     forward(pred, target) -> (mean loss over the batch, cache)
     backward(cache) -> dloss/dpred
+    jvp(pred, target, dpred) -> (value, dvalue)    # forward mode: dvalue = ⟨dloss/dpred, dpred⟩
+    hvp(cache, v) -> H v                            # H = d²loss/dpred², v of pred's shape
 
 Every loss is the *mean* over the batch (the first axis), so every gradient is the gradient of that
-mean.
+mean, and H its Hessian with respect to ``pred`` alone (the target is data). ``jvp`` and ``hvp`` are
+hand-written like ``backward``; ``None``: not provided (a user's ``Loss(forward, backward)`` still works
+everywhere but forward mode and curvature).
 """
 
 from __future__ import annotations
@@ -91,6 +103,7 @@ __all__ = [
     "check_param_dtype",
     "check_params",
     "check_real",
+    "check_tangent",
     "is_concrete",
     "is_int",
     "mark_takes_mask",
@@ -133,10 +146,14 @@ class Layer(NamedTuple):
 
 
 class Loss(NamedTuple):
-    """A loss: ``forward(pred, target) -> (mean loss, cache)`` and ``backward(cache) -> dpred``."""
+    """A loss: ``forward(pred, target) -> (mean loss, cache)``, ``backward(cache) -> dpred``, and the
+    optional forward-mode rule ``jvp(pred, target, dpred) -> (value, dvalue)`` and Hessian-vector
+    product ``hvp(cache, v) -> H v`` (see the module docstring)."""
 
     forward: Callable[[Array, Array], tuple[Array, Cache]]
     backward: Callable[[Cache], Array]
+    jvp: Callable[[Array, Array, Array], tuple[Array, Array]] | None = None
+    hvp: Callable[[Cache, Array], Array] | None = None
 
 
 class ShapeError(ValueError):
@@ -365,3 +382,39 @@ def check_no_params(name: str, params: Any) -> None:
     if jax.tree_util.tree_leaves(params):
         got = f"a dict with keys {_keys(list(params))}" if isinstance(params, Mapping) else type(params).__name__
         raise ValueError(f"{name} has no parameters and takes params (), got {got}")
+
+
+def check_tangent(name: str, what: str, tangent: Any, primal: Any, primal_what: str | None = None) -> None:
+    """Check that a JVP's ``tangent`` has the pytree structure, leaf shapes and leaf dtypes of ``primal``.
+
+    Every hand-written ``jvp`` runs it on its ``dparams`` and ``dx`` while tracing (shapes and dtypes are
+    static, so it costs nothing at run time). ``what`` and ``primal_what`` name the two in the message
+    (``"dx"`` and ``"x"``, ``"dparams"`` and ``"params"``; by default ``what`` without its leading ``d``). A
+    mismatch raises, naming the layer ``name`` and the leaf, before XLA would fail: ``TypeError`` for a
+    missing tangent (``None``), ``ValueError`` for missing or unexpected leaves, :class:`ShapeError` for a
+    shape and :class:`DTypeError` for a dtype (nothing is cast silently).
+    """
+    primal_what = primal_what or (what[1:] if what.startswith("d") else "its primal")
+    if tangent is None and primal is not None:
+        raise TypeError(f"{name} needs a tangent {what} with the structure of {primal_what}; got None")
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(primal)
+    t_leaves, t_treedef = jax.tree_util.tree_flatten_with_path(tangent)
+    if t_treedef != treedef:
+        want = {jax.tree_util.keystr(k) for k, _ in leaves}
+        got = {jax.tree_util.keystr(k) for k, _ in t_leaves}
+        parts = [f"missing {', '.join(sorted(want - got))}"] if want - got else []
+        parts += [f"unexpected {', '.join(sorted(got - want))}"] if got - want else []
+        detail = "; ".join(parts) or f"got {t_treedef}, expected {treedef}"
+        raise ValueError(f"{name} needs a tangent {what} with the structure of {primal_what}; {what}: {detail}")
+    for (path, p), (_, t) in zip(leaves, t_leaves):
+        at, of = what + jax.tree_util.keystr(path), primal_what + jax.tree_util.keystr(path)
+        if tuple(np.shape(t)) != tuple(np.shape(p)):
+            raise ShapeError(
+                f"{name}: the tangent {at} has shape {shape_str(np.shape(t))}, expected "
+                f"{shape_str(np.shape(p))} (the shape of {of})"
+            )
+        if jnp.result_type(t) != jnp.result_type(p):
+            raise DTypeError(
+                f"{name}: the tangent {at} is {jnp.result_type(t)}, expected {jnp.result_type(p)} "
+                f"(the dtype of {of}); nothing is cast silently"
+            )

@@ -1,8 +1,10 @@
 """Losses with fused, hand-written backward rules.
 
-Each is a :class:`fnnet.Loss` value: ``forward(pred, target) -> (loss, cache)`` and
-``backward(cache) -> dloss/dpred``. The first axis of ``pred`` is the batch; the loss is the **mean
-over the batch** of a per-example loss that **sums** over the example's other axes.
+Each is a :class:`fnnet.Loss` value: ``forward(pred, target) -> (loss, cache)``,
+``backward(cache) -> dloss/dpred``, the forward-mode rule ``jvp(pred, target, dpred) -> (loss, dloss)``
+and the Hessian-vector product ``hvp(cache, v) -> H v``, all hand-written. The first axis of ``pred`` is
+the batch; the loss is the **mean over the batch** of a per-example loss that **sums** over the example's
+other axes.
 
 Conventions, against optax:
 
@@ -34,6 +36,12 @@ token that carries the prediction's dtype.
 **Targets that are not distributions.** Neither cross-entropy warns about them: the forward is a
 well-defined function of any real target (label smoothing, weighted or multi-hot rows, soft targets), and
 each fused rule is its exact gradient for any real target. Only integer labels are checked.
+
+**Forward mode and curvature.** ``jvp`` returns the forward's loss and dloss = ⟨∇L, dpred⟩, with the
+gradient of ``backward`` formed and the product summed in the compute dtype, returned in the prediction's
+dtype. ``hvp`` multiplies by H = ∂²L/∂pred² of the mean loss (the target is data, so H is the Hessian in the
+prediction alone), from the forward's cache, in the compute dtype, returned in the prediction's dtype. The
+tangent ``dpred`` and the vector ``v`` must have the prediction's shape and dtype (nothing is cast silently).
 """
 
 from __future__ import annotations
@@ -77,6 +85,26 @@ def _dtype_token(pred: Array) -> Array:
     return jnp.zeros((0,), jnp.result_type(pred))
 
 
+def _check_direction(name: str, what: str, v: Array, shape: tuple[int, ...], dtype: jnp.dtype) -> None:
+    """Raise unless ``v`` (a tangent ``dpred`` or an hvp vector ``v``) has the prediction's shape and dtype."""
+    if jnp.shape(v) != tuple(shape):
+        raise ShapeError(
+            f"{name} got {what} {shape_str(jnp.shape(v))} for a prediction {shape_str(shape)}; "
+            f"it must have the prediction's shape"
+        )
+    if jnp.result_type(v) != jnp.dtype(dtype):
+        raise DTypeError(
+            f"{name} got {what} of dtype {jnp.result_type(v)} for a {jnp.dtype(dtype)} prediction; nothing is cast "
+            f"silently, so give it the prediction's dtype (e.g. {what}.astype(jnp.{jnp.dtype(dtype)}))"
+        )
+
+
+def _directional(name: str, pred: Array, grad: Array, dpred: Array) -> Array:
+    """⟨grad, dpred⟩ summed in ``grad``'s (compute) dtype and returned in the prediction's: a loss's dvalue."""
+    _check_direction(name, "tangent dpred", dpred, jnp.shape(pred), jnp.result_type(pred))
+    return jnp.sum(grad * dpred.astype(grad.dtype)).astype(jnp.result_type(pred))
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -100,6 +128,19 @@ def _mse_backward(cache: tuple[Array, Array]) -> Array:
     return (diff / diff.shape[0]).astype(token.dtype)
 
 
+def _mse_jvp(pred: Array, target: Array, dpred: Array) -> tuple[Array, Array]:
+    """(L, dL) with dL = (1/B) Σ_b ⟨ŷ_b − y_b, dŷ_b⟩; the difference and the sum in at least float32."""
+    value, (diff, _) = _mse_forward(pred, target)
+    return value, _directional("mse", pred, diff / diff.shape[0], dpred)
+
+
+def _mse_hvp(cache: tuple[Array, Array], v: Array) -> Array:
+    """H v = v / B: the Hessian of L = (1/B) Σ_b ½‖ŷ_b − y_b‖² is I / B, whatever ŷ and y."""
+    diff, token = cache
+    _check_direction("mse", "vector v", v, diff.shape, token.dtype)
+    return (v.astype(diff.dtype) / diff.shape[0]).astype(token.dtype)
+
+
 class MeanSquaredError(Loss):
     """Half the squared error, summed over each example's features, averaged over the batch: ``fn.mse``.
 
@@ -112,6 +153,12 @@ class MeanSquaredError(Loss):
     Backward:
         dL/dŷ = (ŷ − y) / B, i.e. δ = ŷ − y per example; exact for any real prediction and target.
 
+    Forward mode (JVP):
+        dL = (1/B) Σ_b ⟨ŷ_b − y_b, dŷ_b⟩ for a tangent dŷ of the prediction's shape and dtype.
+
+    Hessian-vector product:
+        H v = v / B (H = I / B, constant); ``mse.hvp(cache, v)``.
+
     ``optax.squared_error`` is (ŷ − y)² and ``optax.l2_loss`` ½(ŷ − y)², both elementwise and unreduced:
     ``mse(pred, y) == optax.l2_loss(pred, y).sum(axis≠0).mean()``.
     """
@@ -119,7 +166,7 @@ class MeanSquaredError(Loss):
     __slots__ = ()
 
 
-mse = MeanSquaredError(_mse_forward, _mse_backward)
+mse = MeanSquaredError(_mse_forward, _mse_backward, jvp=_mse_jvp, hvp=_mse_hvp)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -200,9 +247,34 @@ def _sce_backward(cache: tuple[Array, Array, Array]) -> Array:
     familiar (p − y)/B. Masked logits (−∞, with y = 0 there) get gradient 0. A NaN target row (an
     out-of-range label under tracing) gives a NaN gradient row.
     """
-    p, y, token = cache
+    return _sce_grad(cache).astype(cache[-1].dtype)
+
+
+def _sce_grad(cache: tuple[Array, Array, Array]) -> Array:
+    """(s · p − y) / B in the compute dtype: the gradient that backward returns and jvp contracts."""
+    p, y, _ = cache
     s = jnp.sum(y, axis=-1, keepdims=True)
-    return ((s * p - y) / p.shape[0]).astype(token.dtype)
+    return (s * p - y) / p.shape[0]
+
+
+def _sce_jvp(logits: Array, target: Array, dlogits: Array) -> tuple[Array, Array]:
+    """(L, dL) with dL = (1/B) Σ_b ⟨s_b p_b − y_b, dz_b⟩, p = softmax(z), s = Σ_c y_c."""
+    value, cache = _sce_forward(logits, target)
+    return value, _directional("softmax_cross_entropy", logits, _sce_grad(cache), dlogits)
+
+
+def _sce_hvp(cache: tuple[Array, Array, Array], v: Array) -> Array:
+    """H v = (s/B) (p ⊙ v − p (p · v)) per row: s/B times the softmax Jacobian diag(p) − p pᵀ.
+
+    From L_b = −Σ_c y_c z_c + s · logsumexp(z): the first term is linear in z, and the Hessian of
+    logsumexp is diag(p) − p pᵀ. With integer labels s = 1. A NaN target row gives a NaN row.
+    """
+    p, y, token = cache
+    _check_direction("softmax_cross_entropy", "vector v", v, p.shape, token.dtype)
+    v = v.astype(p.dtype)
+    s = jnp.sum(y, axis=-1, keepdims=True)
+    pv = jnp.sum(p * v, axis=-1, keepdims=True)
+    return (s * (p * v - p * pv) / p.shape[0]).astype(token.dtype)
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -219,6 +291,13 @@ class SoftmaxCrossEntropy(Loss):
         dL/dz = (s · softmax(z) − y) / B, with s = Σ_c y_c the row's sum: the fused softmax + cross-entropy
         rule, (p − y)/B for rows that sum to 1, and exact for any real target rows.
 
+    Forward mode (JVP):
+        dL = (1/B) Σ_b ⟨s_b p_b − y_b, dz_b⟩, p = softmax(z), for a tangent dz of the logits' shape and dtype.
+
+    Hessian-vector product:
+        (H v)_b = (s_b / B) (p_b ⊙ v_b − p_b (p_b · v_b)), i.e. H = ⊕_b (s_b / B)(diag(p_b) − p_b p_bᵀ): the
+        target term is linear in z, so only s · logsumexp(z) curves; s = 1 for integer labels.
+
     Raises:
         ShapeError: logits not ``(B, C)``, or targets of another shape.
         ValueError: a concrete integer label outside [0, C − 1]. Under ``jit``/``vmap`` such a label makes
@@ -228,7 +307,7 @@ class SoftmaxCrossEntropy(Loss):
     __slots__ = ()
 
 
-softmax_cross_entropy = SoftmaxCrossEntropy(_sce_forward, _sce_backward)
+softmax_cross_entropy = SoftmaxCrossEntropy(_sce_forward, _sce_backward, jvp=_sce_jvp, hvp=_sce_hvp)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -260,6 +339,25 @@ def _bce_backward(cache: tuple[Array, Array, Array]) -> Array:
     return ((p - y) / p.shape[0]).astype(token.dtype)
 
 
+def _bce_jvp(logits: Array, target: Array, dlogits: Array) -> tuple[Array, Array]:
+    """(L, dL) with dL = (1/B) Σ ⟨σ(z) − y, dz⟩."""
+    value, (p, y, _) = _bce_forward(logits, target)
+    return value, _directional("binary_cross_entropy", logits, (p - y) / p.shape[0], dlogits)
+
+
+def _bce_hvp(cache: tuple[Array, Array, Array], v: Array) -> Array:
+    """H v = σ(z)(1 − σ(z)) ⊙ v / B: diagonal, and the same for every target.
+
+    The per-element loss softplus(z) − z y is linear in y, so its second derivative in z is softplus'' =
+    σ(z)(1 − σ(z)) for any real (hard, soft or out-of-range) target. Formed from the cached σ(z) as
+    p (1 − p), which is accurate to rounding in absolute terms (the curvature is at most ¼); for |z| past
+    about 17 in float32 (37 in float64) it rounds to 0 where the true value is e^{−|z|}.
+    """
+    p, _, token = cache
+    _check_direction("binary_cross_entropy", "vector v", v, p.shape, token.dtype)
+    return (p * (1 - p) * v.astype(p.dtype) / p.shape[0]).astype(token.dtype)
+
+
 class BinaryCrossEntropy(Loss):
     """Sigmoid cross-entropy from logits, summed per example, averaged over the batch: ``fn.binary_cross_entropy``.
 
@@ -272,12 +370,18 @@ class BinaryCrossEntropy(Loss):
 
     Backward:
         dL/dz = (σ(z) − y) / B; exact for any real target (soft targets too) and at z = 0.
+
+    Forward mode (JVP):
+        dL = (1/B) Σ ⟨σ(z) − y, dz⟩, for a tangent dz of the logits' shape and dtype.
+
+    Hessian-vector product:
+        H v = σ(z)(1 − σ(z)) ⊙ v / B: diagonal, independent of the target (the loss is linear in y).
     """
 
     __slots__ = ()
 
 
-binary_cross_entropy = BinaryCrossEntropy(_bce_forward, _bce_backward)
+binary_cross_entropy = BinaryCrossEntropy(_bce_forward, _bce_backward, jvp=_bce_jvp, hvp=_bce_hvp)
 
 # ----------------------------------------------------------------------------------------------
 
@@ -360,10 +464,37 @@ def _seq_backward(cache: tuple[Array, Array, Array, Array]) -> Array:
     From ℓ = logsumexp(z) − z_y: ∂ℓ/∂z = softmax(z) − onehot(y). With no token kept (N = 0) every
     row is 0; an out-of-range label of a kept token (under tracing) gives a NaN row.
     """
-    p, labels, scale, token = cache
+    return _seq_grad(cache).astype(cache[-1].dtype)
+
+
+def _seq_grad(cache: tuple[Array, Array, Array, Array]) -> Array:
+    """(w / N) (p − onehot(y)) per token in the compute dtype: what backward returns and jvp contracts."""
+    p, labels, scale, _ = cache
     hot = labels[..., None] == jnp.arange(p.shape[-1])[None, None, :]
-    diff = p - hot.astype(p.dtype)
-    return (scale[..., None] * diff).astype(token.dtype)
+    return scale[..., None] * (p - hot.astype(p.dtype))
+
+
+def _seq_jvp(logits: Array, target, dlogits: Array) -> tuple[Array, Array]:
+    """(L, dL) with dL = Σ_{b,t} (w_bt / N) ⟨p_bt − onehot(y_bt), dz_bt⟩; dropped tokens' tangents never read."""
+    value, cache = _seq_forward(logits, target)
+    _check_direction("sequence_cross_entropy", "tangent dlogits", dlogits, logits.shape, logits.dtype)
+    kept = cache[2][..., None] != 0  # scale = w / N is 0 exactly on the tokens the forward never reads
+    dz = jnp.where(kept, dlogits, jnp.zeros((), dlogits.dtype))
+    return value, _directional("sequence_cross_entropy", logits, _seq_grad(cache), dz)
+
+
+def _seq_hvp(cache: tuple[Array, Array, Array, Array], v: Array) -> Array:
+    """(H v)_bt = (w_bt / N) (p_bt ⊙ v_bt − p_bt (p_bt · v_bt)) per token: block diagonal, 0 on dropped tokens.
+
+    From ℓ = logsumexp(z) − z_y, whose Hessian is diag(p) − p pᵀ (the label term is linear). Dropped
+    tokens' entries of v are never read; an out-of-range label of a kept token (under tracing) gives a NaN row.
+    """
+    p, _, scale, token = cache
+    _check_direction("sequence_cross_entropy", "vector v", v, p.shape, token.dtype)
+    kept = scale[..., None] != 0
+    v = jnp.where(kept, v.astype(p.dtype), jnp.zeros((), p.dtype))
+    pv = jnp.sum(p * v, axis=-1, keepdims=True)
+    return (scale[..., None] * (p * v - p * pv)).astype(token.dtype)
 
 
 class SequenceCrossEntropy(Loss):
@@ -384,6 +515,14 @@ class SequenceCrossEntropy(Loss):
         dL/dz_bt = (w_bt / N) (softmax(z_bt) − onehot(y_bt)): the fused rule; 0 on dropped tokens, and 0
         everywhere when N = 0. The mask itself gets no gradient.
 
+    Forward mode (JVP):
+        dL = Σ_{b,t} (w_bt / N) ⟨p_bt − onehot(y_bt), dz_bt⟩, p = softmax(z), for a tangent dz of the logits'
+        shape and dtype; the tangents of dropped tokens are never read.
+
+    Hessian-vector product:
+        (H v)_bt = (w_bt / N) (p_bt ⊙ v_bt − p_bt (p_bt · v_bt)): one block (w/N)(diag(p) − p pᵀ) per token,
+        0 on dropped tokens (and everywhere when N = 0).
+
     Raises:
         ShapeError: logits not ``(B, T, V)``, labels or mask not ``(B, T)``.
         DTypeError: float labels, or a mask that is not boolean or numeric.
@@ -395,7 +534,7 @@ class SequenceCrossEntropy(Loss):
     __slots__ = ()
 
 
-sequence_cross_entropy = SequenceCrossEntropy(_seq_forward, _seq_backward)
+sequence_cross_entropy = SequenceCrossEntropy(_seq_forward, _seq_backward, jvp=_seq_jvp, hvp=_seq_hvp)
 
 LOSSES = {
     "mse": mse,

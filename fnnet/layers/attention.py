@@ -1,9 +1,10 @@
 """Multi-head self-attention with a hand-written, memory-lean backward (the FlashAttention recipe).
 
 The layer is :func:`MultiHeadAttention`; the attention core (after the projections, before ``Wo``) is
-:func:`attention_forward` / :func:`attention_backward`, usable on their own with ``(B, H, T, d_head)``
-arrays. Both process the keys in tiles: one tile of all T keys (the *dense* form) or tiles of
-``block`` keys swept by ``lax.scan`` (the *blocked* form), which never holds a T × T array.
+:func:`attention_forward` / :func:`attention_backward` / :func:`attention_jvp` (forward mode), usable on
+their own with ``(B, H, T, d_head)`` arrays. All three process the keys in tiles: one tile of all T keys
+(the *dense* form) or tiles of ``block`` keys swept by ``lax.scan`` (the *blocked* form), which never
+holds a T × T array.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fnnet.core import (
     check_input,
     check_param_dtype,
     check_params,
+    check_tangent,
     is_int,
     mark_takes_mask,
     shape_str,
@@ -37,6 +39,7 @@ __all__ = [
     "MultiHeadAttention",
     "attention_backward",
     "attention_forward",
+    "attention_jvp",
     "choose_block",
 ]
 
@@ -138,31 +141,47 @@ def attention_forward(
     fill = _fill(acc)
     qs = q.astype(acc) * jnp.asarray(scale, acc)
 
-    def step(carry, tile):
+    def step(carry, tile, km):
         m, l, a = carry
         k_t, v_t, start = (tile[0].astype(acc), tile[1].astype(acc), tile[2])
         valid = _valid(T, start, block, km, causal)
         s = jnp.where(valid, jnp.einsum("bhqd,bhkd->bhqk", qs, k_t), fill)
-        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        p = jnp.where(valid, jnp.exp(s - m_new[..., None]), 0)
-        alpha = jnp.exp(m - m_new)
+        m_new, p, alpha = _online_update(m, s, valid)
         l_new = alpha * l + jnp.sum(p, axis=-1)
         a_new = alpha[..., None] * a + jnp.einsum("bhqk,bhkd->bhqd", p, v_t)
-        return (m_new, l_new, a_new), None
+        return m_new, l_new, a_new
 
     init = (jnp.full((B, H, T), fill, acc), jnp.zeros((B, H, T), acc), jnp.zeros(q.shape, acc))
-    if block >= T:  # dense: one tile of all keys
-        km = key_mask
-        (m, l, a), _ = step(init, (k, v, 0))
-    else:
-        km = _pad_mask(key_mask, T, block)
-        starts = jnp.arange(0, -(-T // block) * block, block)
-        (m, l, a), _ = lax.scan(step, init, (_tiles(k, block), _tiles(v, block), starts))
+    m, l, a = _sweep_keys(step, init, (k, v), key_mask, block)
+    o, lse, _ = _normalize(m, l, a)
+    return o, lse
+
+
+def _online_update(m: Array, s: Array, valid: Array) -> tuple[Array, Array, Array]:
+    """One tile's online-softmax update: (m' = max(m, max_j S_ij), p = [valid] e^{S − m'}, α = e^{m − m'})."""
+    m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+    return m_new, jnp.where(valid, jnp.exp(s - m_new[..., None]), 0), jnp.exp(m - m_new)
+
+
+def _sweep_keys(step, init, kv: tuple[Array, ...], key_mask: Array | None, block: int):
+    """``step(carry, (*kv tile, start), key_mask) -> carry`` over the key tiles: one tile of all T keys
+    (dense) when ``block >= T``, else a ``lax.scan`` over tiles of ``block`` keys (padded, masked)."""
+    T = kv[0].shape[2]
+    if block >= T:
+        return step(init, (*kv, 0), key_mask)
+    km = _pad_mask(key_mask, T, block)
+    starts = jnp.arange(0, -(-T // block) * block, block)
+    carry, _ = lax.scan(lambda c, tile: (step(c, tile, km), None), init, (*(_tiles(a, block) for a in kv), starts))
+    return carry
+
+
+def _normalize(m: Array, l: Array, a: Array) -> tuple[Array, Array, Array]:
+    """(O = a / l, lse = m + log l, l) at the end of the sweep; a row with no attended key (l = 0) gets
+    O = 0, lse = 0 and l = 1, so that nothing divides by 0."""
     empty = l == 0
     l_safe = jnp.where(empty, jnp.ones_like(l), l)
-    o = a / l_safe[..., None]
     lse = jnp.where(empty, jnp.zeros_like(m), m + jnp.log(l_safe))
-    return o, lse
+    return a / l_safe[..., None], lse, l_safe
 
 
 def attention_backward(
@@ -230,6 +249,68 @@ def attention_backward(
     return dq.astype(q.dtype), _untile(dk, T).astype(q.dtype), _untile(dv, T).astype(q.dtype)
 
 
+def attention_jvp(
+    q: Array,
+    k: Array,
+    v: Array,
+    dq: Array,
+    dk: Array,
+    dv: Array,
+    *,
+    key_mask: Array | None = None,
+    causal: bool = False,
+    block: int | None = None,
+) -> tuple[Array, Array, Array]:
+    """(O, lse, Ȯ): :func:`attention_forward`'s outputs and the tangent of O along (Q̇, K̇, V̇), in one sweep.
+
+    With S = Q Kᵀ/√d (masked entries excluded), P = softmax_rows(S) and O = P V::
+
+        Ṡ = (Q̇ Kᵀ + Q K̇ᵀ)/√d,   Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ)),   Ȯ = Ṗ V + P V̇,
+        so  Ȯ_i = Σ_j P_ij (Ṡ_ij V_j + V̇_j) − (Σ_j P_ij Ṡ_ij) O_i.
+
+    The keys are swept in tiles as in the forward (online softmax, no T × T array in the blocked form).
+    Besides (m, l, a) the sweep carries the unnormalized tangent pieces ȧ = Σ_j p_ij (Ṡ_ij V_j + V̇_j)
+    (Σ_j p_ij Ṡ_ij V_j and Σ_j p_ij V̇_j share one accumulator: only their sum is needed) and
+    ċ = Σ_j p_ij Ṡ_ij, rescaled like a when the row maximum grows::
+
+        ȧ' = e^{m − m'} ȧ + (p ⊙ Ṡ_t) V_t + p V̇_t,   ċ' = e^{m − m'} ċ + Σ_j p_ij Ṡ_ij,
+
+    and at the end Ȯ = (ȧ − ċ O) / l (the tangent of lse would be ċ / l). A fully masked row has p = 0,
+    so ȧ = ċ = 0 and Ȯ = 0, nothing NaN. O, lse and Ȯ are at least float32 (:func:`_accumulator`), as
+    in the forward; O and lse are computed as :func:`attention_forward` computes them.
+    """
+    B, H, T, d = q.shape
+    block = T if block is None else min(int(block), T)
+    acc = _accumulator(q.dtype)
+    fill = _fill(acc)
+    scale = jnp.asarray(1.0 / math.sqrt(d), acc)
+    qs, dqs = q.astype(acc) * scale, dq.astype(acc) * scale
+
+    def step(carry, tile, km):
+        m, l, a, da, dc = carry
+        k_t, v_t, dk_t, dv_t = (t.astype(acc) for t in tile[:4])
+        valid = _valid(T, tile[4], block, km, causal)
+        s = jnp.where(valid, jnp.einsum("bhqd,bhkd->bhqk", qs, k_t), fill)
+        m_new, p, alpha = _online_update(m, s, valid)
+        ps = p * (jnp.einsum("bhqd,bhkd->bhqk", dqs, k_t) + jnp.einsum("bhqd,bhkd->bhqk", qs, dk_t))
+        l_new = alpha * l + jnp.sum(p, axis=-1)
+        a_new = alpha[..., None] * a + jnp.einsum("bhqk,bhkd->bhqd", p, v_t)
+        da_new = alpha[..., None] * da + jnp.einsum("bhqk,bhkd->bhqd", ps, v_t) + jnp.einsum("bhqk,bhkd->bhqd", p, dv_t)
+        return m_new, l_new, a_new, da_new, alpha * dc + jnp.sum(ps, axis=-1)
+
+    stats = (jnp.full((B, H, T), fill, acc), jnp.zeros((B, H, T), acc))
+    init = (*stats, jnp.zeros(q.shape, acc), jnp.zeros(q.shape, acc), jnp.zeros((B, H, T), acc))
+    m, l, a, da, dc = _sweep_keys(step, init, (k, v, dk, dv), key_mask, block)
+    o, lse, l_safe = _normalize(m, l, a)
+    return o, lse, (da - dc[..., None] * o) / l_safe[..., None]
+
+
+def _check_tangents(name: str, params: Any, dparams: Any, x: Array, dx: Any) -> None:
+    """A jvp's tangents fit its point: ``dparams`` as ``params``, ``dx`` as ``x`` (:func:`fnnet.core.check_tangent`)."""
+    check_tangent(name, "dparams", dparams, params)
+    check_tangent(name, "dx", dx, x)
+
+
 def _split_heads(a: Array, h: int) -> Array:
     """(B, T, d) -> (B, h, T, d/h): head i takes columns i·d_head:(i+1)·d_head."""
     B, T, d = a.shape
@@ -295,6 +376,16 @@ def MultiHeadAttention(
     (no biases with ``use_bias=False``); W ~ Glorot normal by default (``w_init``), biases 0. The
     layout is PyTorch's ``in_proj_weight`` split in three and transposed: ``Wq = in_proj_weight[:d].T``.
 
+    Forward mode (JVP), for tangents (Ẇq, ..., ḃo, ẋ) and the same mask, with the forward's tiles::
+
+        Q̇ = ẋ Wq + x Ẇq + ḃq,  K̇ = ẋ Wk + x Ẇk + ḃk,  V̇ = ẋ Wv + x Ẇv + ḃv,   split into heads
+        Ȯ_h = Ṗ V_h + P V̇_h,  Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ)),  Ṡ = (Q̇_h K_hᵀ + Q_h K̇_hᵀ)/√d_head
+        ẏ = concat_h(Ȯ_h) Wo + concat_h(O_h) Ẇo + ḃo
+
+    Ȯ_h comes from :func:`attention_jvp` in the same sweep as O_h (online softmax, no T × T array when
+    blocked). A fully masked row has Ȯ = 0, so ẏ = ḃo there. ḃk has no effect: it adds the row constant
+    q_i · ḃk/√d_head to Ṡ, which Ṗ removes.
+
     Errors: ``num_heads`` not a positive int (ValueError), d_model not divisible by num_heads
     (ValueError, at init and forward), inputs not (B, T, d_model) (ShapeError), a mask not boolean
     (DTypeError) or not (B, T) (ShapeError).
@@ -346,8 +437,7 @@ def MultiHeadAttention(
         y = jnp.matmul(x, params[w])
         return y + jnp.reshape(params[b], (1, 1, -1)) if use_bias else y
 
-    def forward(params, x: Array, *, key=None, train=True, mask=None):
-        del key, train
+    def check_call(params, x: Array, mask: Any) -> None:
         check_params(name, params, spec)
         d = params["Wq"].shape[0]
         check_input(name, x, (None, d))
@@ -355,6 +445,10 @@ def MultiHeadAttention(
         check_dtype_match(name, x, params["Wq"])
         if mask is not None:
             check_mask(mask, x)
+
+    def forward(params, x: Array, *, key=None, train=True, mask=None):
+        del key, train
+        check_call(params, x, mask)
         block = choose_block(x.shape[1], block_size)
         q, k, v = (_split_heads(project(params, x, w, b), h) for w, b in zip(weights[:3], ("bq", "bk", "bv")))
         o, lse = attention_forward(q, k, v, key_mask=mask, causal=causal, block=block)
@@ -385,4 +479,20 @@ def MultiHeadAttention(
             grads["bo"] = jnp.sum(rows(dy), axis=0)
         return {n: grads[n] for n in spec}, dx
 
-    return Layer(init, mark_takes_mask(forward), backward, name=name)
+    def project_tangent(params, dparams, x, dx, w, b):
+        dy = jnp.matmul(dx, params[w]) + jnp.matmul(x, dparams[w])
+        return dy + jnp.reshape(dparams[b], (1, 1, -1)) if use_bias else dy
+
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True, mask=None):
+        del key, train
+        check_call(params, x, mask)
+        _check_tangents(name, params, dparams, x, dx)
+        block = choose_block(x.shape[1], block_size)
+        qkv = tuple(zip(weights[:3], ("bq", "bk", "bv")))
+        q, k, v = (_split_heads(project(params, x, w, b), h) for w, b in qkv)
+        dq, dk, dv = (_split_heads(project_tangent(params, dparams, x, dx, w, b), h) for w, b in qkv)
+        o, _, do = attention_jvp(q, k, v, dq, dk, dv, key_mask=mask, causal=causal, block=block)
+        o_cat, do_cat = _merge_heads(o.astype(x.dtype)), _merge_heads(do.astype(x.dtype))
+        return project(params, o_cat, "Wo", "bo"), project_tangent(params, dparams, o_cat, do_cat, "Wo", "bo")
+
+    return Layer(init, mark_takes_mask(forward), backward, jvp=jvp, name=name)

@@ -7,6 +7,9 @@ An error a child raises (its params do not fit, its input has the wrong shape) i
 child's place in front, of the same type: ``serial layer 2, Dense(10): params['b'] has shape (5,),
 expected (10,)``; ``residual branch, ...`` for the F of a residual. Nested combinators stack their
 prefixes, outermost first.
+
+Both compose their children's forward-mode rules (``jvp``) too; a combinator with a child whose ``jvp``
+is None has ``jvp`` None itself.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ def serial(*layers: Layer) -> Layer:
 
     ``forward(..., mask=mask)`` hands a key-padding mask to the children that take one
     (:func:`fnnet.core.takes_mask`); a serial takes a mask when any child does.
+
+    Forward mode (JVP)::
+
+        (x_i, dx_i) = jvp_i(params_i, x_{i-1}, dparams_i, dx_{i-1}),   (x_0, dx_0) = (x, dx),   (y, dy) = (x_n, dx_n)
+
+    with the key split among the children as ``forward`` splits it (so a Dropout draws the same mask)
+    and the mask handed to the same children; ``dparams`` is a tuple like ``params`` (checked alike).
+    ``jvp`` is None when a child's is.
     """
     if not layers:
         raise ValueError("serial needs at least one layer")
@@ -113,8 +124,21 @@ def serial(*layers: Layer) -> Layer:
                 for w, layer, p, c in zip(where, layers, params, caches)
             )
 
+    jvp = None
+    if all(layer.jvp is not None for layer in layers):
+
+        def jvp(params, x: Array, dparams, dx: Array | None, *, key=None, train=True, mask=None):
+            if mask is not None and not any(masked):
+                raise TypeError(f"{label} takes no mask: none of its layers uses one; call it without mask=")
+            check_params(params)
+            check_params(dparams, "dparams")
+            for i, (layer, p, dp, k) in enumerate(zip(layers, params, dparams, _split(key, len(layers)))):
+                kw = {"mask": mask} if masked[i] and mask is not None else {}
+                x, dx = _inside(where[i], layer.jvp, p, x, dp, dx, key=k, train=train, **kw)
+            return x, dx
+
     init.parts = ("serial", tuple(layers))  # for fnnet.summary: the children, in order
-    return Layer(init, forward, backward, update_state, name=label)
+    return Layer(init, forward, backward, update_state, jvp=jvp, name=label)
 
 
 def parts(layer: Layer) -> tuple[str, tuple[Layer, ...]] | None:
@@ -127,6 +151,12 @@ def residual(layer: Layer) -> Layer:
 
     Exact wherever F's rule is. Params are F's own; an error F raises gets ``residual branch, `` in
     front, keeping its type. ``forward(..., mask=mask)`` hands a mask to F when F takes one.
+
+    Forward mode (JVP)::
+
+        y = x + F(x),   dy = dx + dF,   where (F(x), dF) = F.jvp(θ, x, dθ, dx)
+
+    ``jvp`` is None when F's is.
     """
     if not isinstance(layer, Layer):
         raise TypeError(
@@ -155,6 +185,18 @@ def residual(layer: Layer) -> Layer:
         dparams, dx = _inside(where, layer.backward, params, cache, dy)
         return dparams, dy + dx
 
+    jvp = None
+    if layer.jvp is not None:
+
+        def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True, mask=None):
+            kw = mask_kwargs(layer, mask)  # a mask for an F that takes none: TypeError
+            fx, dfx = _inside(where, layer.jvp, params, x, dparams, dx, key=key, train=train, **kw)
+            if fx.shape != x.shape:
+                raise ShapeError(
+                    f"residual needs F to keep the shape, but F maps {shape_str(x.shape)} to {shape_str(fx.shape)}"
+                )
+            return x + fx, dx + dfx
+
     if takes_mask(layer):
         forward = mark_takes_mask(forward)
 
@@ -165,4 +207,4 @@ def residual(layer: Layer) -> Layer:
             return _inside(where, layer.update_state, params, cache)
 
     init.parts = ("residual", (layer,))  # for fnnet.summary
-    return Layer(init, forward, backward, update_state, name=f"residual({layer.label})")
+    return Layer(init, forward, backward, update_state, jvp=jvp, name=f"residual({layer.label})")

@@ -14,7 +14,13 @@ Backward, with dy of the shape of y:
   the last window never reached. Negative padding crops.
 * db[o] = Σ_{b, i, j} dy[b, i, j, o].
 
-Both rules are written with ``lax.conv_general_dilated``; no autodiff is used.
+Forward mode (JVP): the convolution is bilinear in (x, W), so for a tangent (dx, dW, db)::
+
+    dy = conv(dx, W) + conv(x, dW) + db
+
+with the forward's own padding, stride and dilation (the same ``lax`` call).
+
+All three rules are written with ``lax.conv_general_dilated``; no autodiff is used.
 
 References: Dumoulin & Visin 2016, "A guide to convolution arithmetic for deep learning", sec. 2-5
 (output sizes, transposed convolution as the gradient); A. Gulli, A. Kapoor, S. Pal, *Deep Learning
@@ -40,6 +46,7 @@ from fnnet.core import (
     check_input,
     check_param_dtype,
     check_params,
+    check_tangent,
     is_int,
     shape_str,
 )
@@ -112,6 +119,10 @@ def Conv2D(
     Backward (module docstring for indices): dW = x ⋆ dy (correlation, dy dilated by the stride),
     dx = dy (dilated by the stride, fully padded) ⊛ flip(W)ᵀ, db = Σ_{b, i, j} dy.
 
+    Forward mode (JVP), bilinearity, with the forward's padding, stride and dilation::
+
+        dy = dx ⊛ W + x ⊛ dW + db
+
     Domain: linear in x and in (W, b), so the rule is exact for every padding, stride and dilation
     (rounding aside), including the boundaries: input rows that no window reaches (a stride that does
     not divide the input) get dx = 0; padding wider than the dilated kernel (lo ≥ k_eff, windows of
@@ -157,17 +168,30 @@ def Conv2D(
             params["b"] = initializers.draw(name, "b_init", b_init, k_b, (out_channels,), dtype)
         return outs + (out_channels,), params
 
+    def conv(x: Array, W: Array) -> Array:
+        """x ⊛ W with this layer's stride, padding and dilation (the forward's and the jvp's one call)."""
+        pads, _ = geometry(x.shape[1:3])
+        return lax.conv_general_dilated(x, W, strides, pads, rhs_dilation=dil, dimension_numbers=_DN)
+
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
         check_params(name, params, spec)
         W = params["W"]
         check_input(name, x, (None, None, W.shape[2]))
         check_dtype_match(name, x, W)
-        pads, _ = geometry(x.shape[1:3])
-        y = lax.conv_general_dilated(x, W, strides, pads, rhs_dilation=dil, dimension_numbers=_DN)
+        y = conv(x, W)
         if use_bias:
             y = y + jnp.reshape(params["b"], (1, 1, 1, out_channels))
         return y, x
+
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, _ = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params, "params")
+        check_tangent(name, "dx", dx, x, "x")
+        dy = conv(dx, params["W"]) + conv(x, dparams["W"])
+        if use_bias:
+            dy = dy + jnp.reshape(dparams["b"], (1, 1, 1, out_channels))
+        return y, dy
 
     def backward(params, x: Array, dy: Array):
         check_params(name, params, spec)
@@ -204,4 +228,4 @@ def Conv2D(
             grads["b"] = jnp.sum(dy, axis=(0, 1, 2))
         return grads, dx
 
-    return Layer(init, forward, backward, name=name)
+    return Layer(init, forward, backward, jvp=jvp, name=name)

@@ -18,6 +18,7 @@ from fnnet.core import (
     check_no_params,
     check_param_dtype,
     check_params,
+    check_tangent,
     is_int,
     prod,
     shape_str,
@@ -41,7 +42,10 @@ def Dense(
     Backward, with X and dY flattened to rows (n, d_in) and (n, out_dim):
         dW = Xᵀ dY,   db = Σ_rows dY,   dx = dY Wᵀ.
 
-    Domain: the map is linear in x and in (W, b), so the rule is exact everywhere (no kinks, no
+    Forward mode (JVP), for tangents (dW, db) of the params and dx of x:
+        dy = dx W + x dW + db   (dy = dx W + x dW with ``use_bias=False``).
+
+    Domain: the map is linear in x and in (W, b), so the rules are exact everywhere (no kinks, no
     division); it differs from ``jax.grad`` only by the rounding of the sums (their order).
 
     Params: ``{"W": (d_in, out_dim), "b": (out_dim,)}`` (no ``"b"`` with ``use_bias=False``), one
@@ -88,7 +92,29 @@ def Dense(
             grads["b"] = jnp.sum(rows_dy, axis=0)
         return grads, jnp.matmul(dy, W.T)
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, _ = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params)
+        check_tangent(name, "dx", dx, x)
+        dy = jnp.matmul(dx, params["W"]) + jnp.matmul(x, dparams["W"])
+        if use_bias:
+            dy = dy + jnp.reshape(dparams["b"], (1,) * (x.ndim - 1) + (out_dim,))
+        return y, dy
+
+    forward.dense = {"out_dim": out_dim, "use_bias": bool(use_bias)}
+    return Layer(init, forward, backward, jvp=jvp, name=name)
+
+
+def dense_of(layer: Layer) -> dict | None:
+    """``{"out_dim": int, "use_bias": bool}`` for a Layer made by :func:`Dense`, else None.
+
+    For curvature code that treats affine layers apart (e.g. Kronecker-factored approximations, which need
+    the layer's input and output cotangent). The fact is an attribute on the layer's ``forward`` (as
+    :func:`fnnet.core.mark_takes_mask` marks forwards), so a Layer made otherwise, or wrapped by a
+    combinator, gives None. The dict is a copy.
+    """
+    mark = getattr(getattr(layer, "forward", None), "dense", None)
+    return None if mark is None else dict(mark)
 
 
 # Below this many multiply-adds the transposed copy does not pay on CPU (measured on a 2-core AMD EPYC:
@@ -138,6 +164,8 @@ def transpose_for_matmul(x: Array, after: Array) -> Array:
 def Flatten() -> Layer:
     """(B, d1, d2, ...) -> (B, d1·d2·...). Backward: dx = reshape(dy, x.shape), exact everywhere.
 
+    Forward mode (JVP): dy = reshape(dx, (B, d1·d2·...)), the same reshape.
+
     No parameters: params must be ``()`` (anything holding arrays is a ValueError naming the layer).
     """
     name = "Flatten()"
@@ -157,4 +185,10 @@ def Flatten() -> Layer:
         check_no_params(name, params)
         return (), jnp.reshape(dy, (dy.shape[0],) + token_shape(token))
 
-    return Layer(init, forward, backward, name="Flatten")
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, _ = forward(params, x, key=key, train=train)
+        check_no_params(f"{name} jvp (dparams)", dparams)
+        check_tangent(name, "dx", dx, x)
+        return y, jnp.reshape(dx, (dx.shape[0], -1))
+
+    return Layer(init, forward, backward, jvp=jvp, name="Flatten")

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnet.core import Array, Layer, check_float, check_no_params
+from fnnet.core import Array, Layer, check_float, check_no_params, check_tangent
 
 
 def Dropout(rate: float) -> Layer:
@@ -31,6 +31,9 @@ def Dropout(rate: float) -> Layer:
     No parameters.
 
     Backward reuses the mask: dx = m ⊙ dy / (1 − rate) in training, dx = dy in evaluation.
+
+    Forward mode (JVP) draws the same mask from the same key: dy = m ⊙ dx / (1 − rate) in training,
+    dy = dx in evaluation (the map is diagonal, so forward and reverse rules coincide).
 
     Domain: given the mask, y is linear in x, so the rule is the exact VJP of the forward *with that
     mask* (the mask is drawn from ``key``, not from x: ``jax.grad`` of the forward with the same key
@@ -72,4 +75,12 @@ def Dropout(rate: float) -> Layer:
             return (), dy
         return (), jnp.where(mask, dy / keep, jnp.zeros((), dy.dtype))
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, mask = forward(params, x, key=key, train=train)
+        check_no_params(f"{name} jvp (dparams)", dparams)
+        check_tangent(name, "dx", dx, x)
+        if not train:
+            return y, dx
+        return y, jnp.where(mask, dx / keep, jnp.zeros((), dx.dtype))
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)

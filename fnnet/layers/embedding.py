@@ -36,6 +36,7 @@ from fnnet.core import (
     check_input,
     check_param_dtype,
     check_params,
+    check_tangent,
     is_concrete,
     is_int,
     shape_str,
@@ -80,6 +81,12 @@ def Embedding(vocab_size: int, dim: int, *, e_init: initializers.Initializer | N
     repeated ids accumulate):
         dE[v] = Σ_{(b, t): ids[b, t] = v} dy[b, t],   dx = None (the ids are integers: no gradient).
 
+    Forward mode (JVP), for a tangent dE of the table (the ids take none: ``dx`` is ignored, ``None`` is
+    accepted):
+        dy[b, t] = dE[ids[b, t]], the same lookup; 0 for an out-of-range id under ``jit`` (its y row is
+        the NaN poison, a constant, as ``jax.jvp`` of the forward gives, and the transpose of the
+        backward, which sends nothing to E from it).
+
     Default init: E ~ N(0, 1), as ``torch.nn.Embedding`` (GPT-2 uses N(0, 0.02²): pass
     ``e_init=fn.initializers.normal(0.02)``). ``init(key, (T,), dtype)`` returns out shape (T, dim).
 
@@ -120,7 +127,15 @@ def Embedding(vocab_size: int, dim: int, *, e_init: initializers.Initializer | N
         dE = jnp.zeros_like(E).at[flat].add(jnp.reshape(dy, (-1, dim)).astype(E.dtype))
         return {"E": dE}, None
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Any = None, *, key=None, train=True):
+        del dx  # integer ids: no tangent
+        y, _ = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params)
+        valid = (x >= 0) & (x < vocab_size)
+        rows = jnp.take(dparams["E"], jnp.clip(x, 0, vocab_size - 1), axis=0)
+        return y, jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)
 
 
 def PositionalEmbedding(max_len: int, *, p_init: initializers.Initializer | None = None) -> Layer:
@@ -131,6 +146,9 @@ def PositionalEmbedding(max_len: int, *, p_init: initializers.Initializer | None
 
     Backward:
         dP[t] = Σ_b dy[b, t] for t < T, dP[t] = 0 for T ≤ t < max_len,   dx = dy.
+
+    Forward mode (JVP), for tangents dP of the table and dx of x:
+        dy[b, t] = dx[b, t] + dP[t].
 
     Default init: P ~ N(0, 0.02²), the scale of GPT-2's initialization (``p_init`` to change it).
     ``init(key, (T, d), dtype)`` needs T ≤ max_len and returns the shape unchanged; so does every
@@ -175,4 +193,10 @@ def PositionalEmbedding(max_len: int, *, p_init: initializers.Initializer | None
         dP = jnp.zeros_like(P).at[:T].set(jnp.sum(dy, axis=0))
         return {"P": dP}, dy
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, _ = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params)
+        check_tangent(name, "dx", dx, x)
+        return y, dx + dparams["P"][None, : x.shape[1]]
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)

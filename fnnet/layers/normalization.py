@@ -22,6 +22,14 @@ x̂ = ±√(σ²/(σ² + ε)) and dx = ±½(dx̂₁ − dx̂₂) ε/(σ² + ε)^
 nearly equal terms, conditioned like (σ² + ε)/ε: in float32 its relative error is of order
 2⁻²⁴ (σ² + ε)/ε for this rule and ``jax.grad`` alike (measured against float64: 1e-4 to 1e-3 on
 unit-variance inputs), a property of the function, not of the rule.
+
+Forward mode (JVP): with dσ² = 2 mean((x − μ) dx) and d(1/√(σ² + ε)) = −½ (σ² + ε)^{-3/2} dσ²::
+
+    dx̂ = (1/√(σ² + ε)) (dx − mean dx − x̂ mean(x̂ ⊙ dx)),   dy = dγ ⊙ x̂ + γ ⊙ dx̂ + dβ.
+
+The Jacobian of x ↦ x̂ is the symmetric matrix (1/√(σ² + ε))(I − 𝟙𝟙ᵀ/m − x̂x̂ᵀ/m), so the tangent
+map is the backward's own map applied to dx (``_normalize_backward``): the two rules are transposes
+of each other by construction, and finite, with the same special cases (σ² = 0: dx̂ = (dx − mean dx)/√ε).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from fnnet.core import (
     check_param_dtype,
     check_params,
     check_real,
+    check_tangent,
     shape_str,
 )
 
@@ -78,6 +87,13 @@ def _normalize_backward(xhat: Array, inv: Array, dxhat: Array, axes: tuple[int, 
     return inv * (dxhat - s1 - xhat * s2)
 
 
+def _affine_tangent(gamma: Array, xhat: Array, dgamma: Array, dxhat: Array, dbeta: Array | None) -> Array:
+    """dy = dγ ⊙ x̂ + γ ⊙ dx̂ (+ dβ), the (C,) vectors broadcast over the last axis."""
+    n = xhat.ndim
+    dy = _row(dgamma, n) * xhat + _row(gamma, n) * dxhat
+    return dy if dbeta is None else dy + _row(dbeta, n)
+
+
 def _affine_grads(xhat: Array, dy: Array) -> tuple[Array, Array]:
     """(dγ, dβ) = (Σ dy ⊙ x̂, Σ dy) over every axis but the last."""
     axes = tuple(range(dy.ndim - 1))
@@ -112,6 +128,15 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
     (the buffers' gradient, ``grads["state"]``, is exactly 0).
     Backward, evaluation (the statistics are constants of x): dγ = Σ dy x̂, dβ = Σ dy,
         dx = dy γ / √(var + ε),   d mean = −Σ dx,   d var = −½ (var + ε)^{-1} Σ dx̂ x̂ / √(var + ε).
+
+    Forward mode (JVP), dy = dγ ⊙ x̂ + γ ⊙ dx̂ + dβ with, in training (batch statistics; the buffers do
+    not enter y, so their tangent is ignored)::
+
+        dx̂ = (dx − mean dx − x̂ mean(x̂ ⊙ dx)) / √(σ²_B + ε)      (means over the m entries)
+
+    and in evaluation (running statistics, whose tangent enters)::
+
+        dx̂ = (dx − d mean) / √(var + ε) − x̂ ⊙ d var / (2 (var + ε))
 
     Params: ``{"gamma", "beta", "state": {"mean", "var"}}``, each leaf (C,) of one floating dtype;
     anything else (the flat layout ``{"gamma", "beta", "mean", "var"}`` of fnnet before buffers moved
@@ -167,6 +192,18 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
             cache = {"xhat": xhat, "inv": inv}
         return _row(gamma, x.ndim) * xhat + _row(params["beta"], x.ndim), cache
 
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, cache = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params, "params")
+        check_tangent(name, "dx", dx, x, "x")
+        xhat, inv = cache["xhat"], cache["inv"]
+        if train:
+            dxhat = _normalize_backward(xhat, inv, dx, tuple(range(x.ndim - 1)))  # symmetric: module docstring
+        else:
+            dstats = dparams[STATE_KEY]
+            dxhat = (dx - _row(dstats["mean"], x.ndim)) * inv - xhat * (0.5 * inv * inv) * _row(dstats["var"], x.ndim)
+        return y, _affine_tangent(params["gamma"], xhat, dparams["gamma"], dxhat, dparams["beta"])
+
     def backward(params, cache, dy: Array):
         check_params(name, params, spec)
         xhat, inv = cache["xhat"], cache["inv"]
@@ -196,7 +233,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Layer:
         }
         return {**params, STATE_KEY: stats}
 
-    return Layer(init, forward, backward, update_state, name="BatchNorm")
+    return Layer(init, forward, backward, update_state, jvp=jvp, name="BatchNorm")
 
 
 def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
@@ -210,6 +247,10 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
         dx = (1/(d√(σ² + ε)))(d dx̂ − Σ dx̂ − x̂ Σ dx̂ x̂),   dx̂ = dy γ.
     Exact for every input, a constant row (σ² = 0, handled by ε) and d = 1 (then x̂ = 0 and dx = 0)
     included; any batch size works, 1 too (module docstring).
+
+    Forward mode (JVP), means over the last axis (dγ, dβ absent without the affine part)::
+
+        dx̂ = (dx − mean dx − x̂ mean(x̂ ⊙ dx)) / √(σ² + ε),   dy = dγ ⊙ x̂ + γ ⊙ dx̂ + dβ
 
     Params: ``{"gamma": (d,), "beta": (d,)}`` of one floating dtype, or ``()`` without the affine
     part; anything else is refused while tracing, naming the leaf.
@@ -247,6 +288,16 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
         y = _row(params["gamma"], x.ndim) * xhat + _row(params["beta"], x.ndim) if use_affine else xhat
         return y, {"xhat": xhat, "inv": inv}
 
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, cache = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params, "params")
+        check_tangent(name, "dx", dx, x, "x")
+        xhat = cache["xhat"]
+        dxhat = _normalize_backward(xhat, cache["inv"], dx, (x.ndim - 1,))  # symmetric: module docstring
+        if not use_affine:
+            return y, dxhat
+        return y, _affine_tangent(params["gamma"], xhat, dparams["gamma"], dxhat, dparams["beta"])
+
     def backward(params, cache, dy: Array):
         check(params)
         xhat, inv = cache["xhat"], cache["inv"]
@@ -258,7 +309,7 @@ def LayerNorm(eps: float = 1e-5, use_affine: bool = True) -> Layer:
             grads, dxhat = (), dy
         return grads, _normalize_backward(xhat, inv, dxhat, (dy.ndim - 1,))
 
-    return Layer(init, forward, backward, name="LayerNorm")
+    return Layer(init, forward, backward, jvp=jvp, name="LayerNorm")
 
 
 def RMSNorm(eps: float = 1e-6) -> Layer:
@@ -274,6 +325,11 @@ def RMSNorm(eps: float = 1e-6) -> Layer:
         dg = Σ_rows dy ⊙ x̂,
         dx = r · (dx̂ − x̂ · mean(dx̂ ⊙ x̂))   (the mean over the last axis).
     Exact for every input: ε > 0 keeps r finite, so a zero row gives x̂ = 0 and dx = dx̂/√ε.
+
+    Forward mode (JVP), with dr = −r³ mean(x ⊙ dx) (the backward's map again: it is symmetric)::
+
+        dx̂ = r · (dx − x̂ · mean(x̂ ⊙ dx)),   dy = dg ⊙ x̂ + g ⊙ dx̂
+    (a zero row: dx̂ = dx/√ε).
 
     Params: ``{"g": (d,)}``, floating point; anything else is refused while tracing, naming the leaf.
 
@@ -300,6 +356,14 @@ def RMSNorm(eps: float = 1e-6) -> Layer:
         xhat = x * r
         return _row(g, x.ndim) * xhat, {"xhat": xhat, "inv": r}
 
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, cache = forward(params, x, key=key, train=train)
+        check_tangent(name, "dparams", dparams, params, "params")
+        check_tangent(name, "dx", dx, x, "x")
+        xhat, r = cache["xhat"], cache["inv"]
+        dxhat = r * (dx - xhat * jnp.mean(xhat * dx, axis=-1, keepdims=True))
+        return y, _affine_tangent(params["g"], xhat, dparams["g"], dxhat, None)
+
     def backward(params, cache, dy: Array):
         check_params(name, params, spec)
         xhat, r = cache["xhat"], cache["inv"]
@@ -308,4 +372,4 @@ def RMSNorm(eps: float = 1e-6) -> Layer:
         dx = r * (dxhat - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
         return {"g": dg}, dx
 
-    return Layer(init, forward, backward, name="RMSNorm")
+    return Layer(init, forward, backward, jvp=jvp, name="RMSNorm")

@@ -25,6 +25,14 @@ x[b, i·s_h + p, j·s_w + q, c] for p < k_h, q < k_w, numbered n = p·k_w + q (r
   with 'SAME' (as ``stax.AvgPool`` and TensorFlow; PyTorch's default ``count_include_pad=True`` differs).
   Linear in x, so the rule is exact everywhere (rounding aside).
 
+Forward mode (JVP), window_n(dx) the windows of dx padded with zeros (padding is a constant)::
+
+    MaxPool:  dy[b,i,j,c] = window_{n*}(dx)   (n* the forward's arg-max, the same tie rule)
+    AvgPool:  dy[b,i,j,c] = (1/N_ij) Σ_n window_n(dx)   (AvgPool of dx, the same N_ij)
+
+MaxPool's tangent reads dx at exactly the pixel its backward writes dy to, so the two rules are
+transposes of each other at every input, ties included (pinned by fnnet's tests).
+
 Neither layer has parameters: params must be ``()`` (arrays are refused with a ValueError naming the layer).
 
 Padding is 'VALID' (none) or 'SAME' (H' = ⌈H/s⌉, TensorFlow's split); MaxPool pads with −∞.
@@ -38,7 +46,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnnet.core import Array, Layer, ShapeError, check_input, check_no_params, shape_str, shape_token, token_shape
+from fnnet.core import (
+    Array,
+    Layer,
+    ShapeError,
+    check_input,
+    check_no_params,
+    check_tangent,
+    shape_str,
+    shape_token,
+    token_shape,
+)
 from fnnet.layers.conv import Pair, as_pair, explicit_pads, out_size
 
 
@@ -91,6 +109,11 @@ def _onehot(idx: Array, window: Pair) -> Array:
     return jnp.arange(window[0] * window[1]).reshape(1, 1, 1, -1, 1) == idx[:, :, :, None, :]
 
 
+def _select(win: Array, idx: Array, window: Pair) -> Array:
+    """(B, H', W', C): the entry at window position idx of each output pixel (a gather by one-hot sum)."""
+    return jnp.sum(jnp.where(_onehot(idx, window), win, jnp.zeros((), win.dtype)), axis=3)
+
+
 def _crop(dxp: Array, pads: tuple[Pair, Pair]) -> Array:
     (lo_h, hi_h), (lo_w, hi_w) = pads
     return dxp[:, lo_h : dxp.shape[1] - hi_h, lo_w : dxp.shape[2] - hi_w, :]
@@ -116,7 +139,14 @@ def _make(kind: str, window_shape: int | Pair, stride: int | Pair | None, paddin
         xp = jnp.pad(x, ((0, 0),) + pads + ((0, 0),), constant_values=fill)
         return _windows(xp, window, strides, outs), pads
 
-    return name, window, strides, padding, init, prepare
+    def prepare_tangent(params, x: Array, dparams, dx: Array) -> Array:
+        """The windows of dx, padded with zeros (a padded pixel is a constant, its tangent 0)."""
+        check_no_params(name, dparams)
+        check_tangent(name, "dx", dx, x, "x")
+        dwin, _ = prepare(params, dx, 0.0)
+        return dwin
+
+    return name, window, strides, padding, init, prepare, prepare_tangent
 
 
 def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padding: str = "VALID") -> Layer:
@@ -125,15 +155,22 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
     Backward: dx gets dy at the arg-max of each window, 0 elsewhere; ties go wholly to the first max in
     row-major window order, as with ``jax.grad`` of ``lax.reduce_window`` max; NaN and all-−∞ windows
     are described in the module docstring.
+
+    Forward mode (JVP), n* the forward's arg-max (same tie rule), so it is the transpose of backward::
+
+        dy[b, i, j, c] = dx[b, i·s_h + p*, j·s_w + q*, c]   (0 where the arg-max is padding)
     """
-    name, window, strides, padding, init, prepare = _make("MaxPool", window_shape, stride, padding)
+    name, window, strides, padding, init, prepare, prepare_tangent = _make("MaxPool", window_shape, stride, padding)
 
     def forward(params, x: Array, *, key=None, train=True):
         del key, train
         win, _ = prepare(params, x, -jnp.inf)
         idx = jnp.argmax(win, axis=3)  # first max in row-major window order
-        y = jnp.sum(jnp.where(_onehot(idx, window), win, jnp.zeros((), win.dtype)), axis=3)
-        return y, (idx, shape_token(x.shape, x.dtype))
+        return _select(win, idx, window), (idx, shape_token(x.shape, x.dtype))
+
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, (idx, _) = forward(params, x, key=key, train=train)
+        return y, _select(prepare_tangent(params, x, dparams, dx), idx, window)
 
     def backward(params, cache, dy: Array):
         check_no_params(name, params)
@@ -144,15 +181,19 @@ def MaxPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         padded = tuple(n + lo + hi for n, (lo, hi) in zip(x_shape[1:3], pads))
         return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
 
-    return Layer(init, forward, backward, name=name)
+    return Layer(init, forward, backward, jvp=jvp, name=name)
 
 
 def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padding: str = "VALID") -> Layer:
     """y = mean over each window of real pixels (stride defaults to the window). (B,H,W,C) -> (B,H',W',C).
 
     Backward: dx[pixel] = Σ over the windows w that hold it of dy_w / N_w (N_w = real pixels in w).
+
+    Forward mode (JVP), linearity: dy = AvgPool(dx), the same N_ij::
+
+        dy[b, i, j, c] = (1/N_ij) Σ_{p, q} dx[b, i·s_h + p, j·s_w + q, c]   (dx zero-padded)
     """
-    name, window, strides, padding, init, prepare = _make("AvgPool", window_shape, stride, padding)
+    name, window, strides, padding, init, prepare, prepare_tangent = _make("AvgPool", window_shape, stride, padding)
 
     def counts(in_hw: Pair, dtype: Any) -> tuple[Array, tuple[Pair, Pair]]:
         """N_ij as a (1, H', W', 1) array: the number of unpadded pixels in window (i, j)."""
@@ -173,6 +214,11 @@ def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         n, _ = counts(x.shape[1:3], x.dtype)
         return jnp.sum(win, axis=3) / n, shape_token(x.shape, x.dtype)
 
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        y, _ = forward(params, x, key=key, train=train)
+        n, _ = counts(x.shape[1:3], x.dtype)
+        return y, jnp.sum(prepare_tangent(params, x, dparams, dx), axis=3) / n
+
     def backward(params, token: Array, dy: Array):
         check_no_params(name, params)
         x_shape = token_shape(token)
@@ -182,4 +228,4 @@ def AvgPool(window_shape: int | Pair = 2, stride: int | Pair | None = None, padd
         padded = tuple(d + lo + hi for d, (lo, hi) in zip(x_shape[1:3], pads))
         return (), _crop(_scatter_windows(dwin, padded, window, strides), pads)
 
-    return Layer(init, forward, backward, name=name)
+    return Layer(init, forward, backward, jvp=jvp, name=name)

@@ -4,7 +4,8 @@ Inputs are batch first, x: (B, T, d_in); the initial state is zero. The forward 
 over time; the backward is a reverse ``lax.scan`` that carries the gradient flowing into the hidden
 state from the future and sums the gradients of the shared W, U, b over the steps (BPTT).
 ``return_sequences=True`` returns every hidden state (B, T, H); False (the default, as in Keras)
-only the last one, h_T: (B, H).
+only the last one, h_T: (B, H). Each layer's ``jvp`` (forward mode) is a forward ``lax.scan`` that
+carries the state and its tangent, (h, ḣ) (and (c, ċ) for the LSTM), from ḣ_0 = 0 (h_0 is a constant).
 
 The domain of the hand-written rules (what they assume):
 
@@ -50,6 +51,7 @@ from fnnet.core import (
     check_param_dtype,
     check_params,
     check_real,
+    check_tangent,
     is_int,
     shape_str,
 )
@@ -79,6 +81,24 @@ def _check_sequence(name: str, x: Any, W: Array) -> None:
         raise ShapeError(f"{name} needs at least one time step, got inputs of shape {shape_str(shape)}")
     check_float(name, x)
     check_dtype_match(name, x, W)
+
+
+def _check_tangents(name: str, params: Any, dparams: Any, x: Array, dx: Any) -> None:
+    """A jvp's tangents fit its point: ``dparams`` as ``params``, ``dx`` as ``x`` (:func:`fnnet.core.check_tangent`)."""
+    check_tangent(name, "dparams", dparams, params)
+    check_tangent(name, "dx", dx, x)
+
+
+def _tangent_inputs(params, dparams, xs: Array, dxs: Array) -> Array:
+    """The tangent of x_t W + b over time-major xs: ẋ_t W + x_t Ẇ + ḃ."""
+    return jnp.matmul(dxs, params["W"]) + jnp.matmul(xs, dparams["W"]) + jnp.reshape(dparams["b"], (1, 1, -1))
+
+
+def _outputs(hs: Array, dhs: Array, return_sequences: bool) -> tuple[Array, Array]:
+    """(y, ẏ) from time-major (h_1..h_T, ḣ_1..ḣ_T): every step batch first, or the last one."""
+    if return_sequences:
+        return jnp.swapaxes(hs, 0, 1), jnp.swapaxes(dhs, 0, 1)
+    return hs[-1], dhs[-1]
 
 
 def _init_shapes(name: str, in_shape: tuple[int, ...], dtype: Any) -> tuple[int, int]:
@@ -125,6 +145,27 @@ def _rnn_scan(params, xs: Array, act_fwd: Callable) -> tuple[Array, Any]:
     return hs, acts
 
 
+def _rnn_jvp_scan(params, dparams, xs: Array, dxs: Array, act_fwd: Callable, act_bwd: Callable):
+    """:func:`_rnn_scan` with tangents: returns (h_1..h_T, ḣ_1..ḣ_T), carrying (h, ḣ) from (0, 0).
+
+    φ acts elementwise, so its Jacobian is the diagonal φ'(a) and its VJP rule applied to ȧ is its JVP.
+    """
+    W, U, b, dU = params["W"], params["U"], params["b"], dparams["U"]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+    dxw = _tangent_inputs(params, dparams, xs, dxs)
+
+    def step(carry, inp):
+        h, dh = carry
+        xw_t, dxw_t = inp
+        h_new, act_cache = act_fwd(xw_t + jnp.matmul(h, U))
+        dh_new = act_bwd(act_cache, dxw_t + jnp.matmul(dh, U) + jnp.matmul(h, dU))
+        return (h_new, dh_new), (h_new, dh_new)
+
+    h0 = jnp.zeros((xs.shape[1], U.shape[0]), jnp.result_type(xs, U))
+    _, (hs, dhs) = lax.scan(step, (h0, jnp.zeros_like(h0)), (xw, dxw))
+    return hs, dhs
+
+
 def RNN(
     hidden_dim: int,
     activation: str | Callable = "tanh",
@@ -141,6 +182,14 @@ def RNN(
         g_t = dy_t + δ_t,   da_t = φ'(a_t) ⊙ g_t,   δ_{t−1} = da_t Uᵀ,   dx_t = da_t Wᵀ,
         dW = Σ_t x_tᵀ da_t,   dU = Σ_t h_{t−1}ᵀ da_t,   db = Σ_t Σ_batch da_t,
     with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy). Domain: the module docstring.
+
+    Forward mode (JVP), a forward scan t = 1..T carrying (h_t, ḣ_t) from (0, 0), for tangents
+    (Ẇ, U̇, ḃ, ẋ)::
+
+        ȧ_t = ẋ_t W + x_t Ẇ + ḣ_{t−1} U + h_{t−1} U̇ + ḃ,   ḣ_t = φ'(a_t) ⊙ ȧ_t
+        (tanh: φ'(a_t) = 1 − h_t²),
+
+    and ẏ = (ḣ_1, ..., ḣ_T) or ḣ_T, as y. At a kink φ' follows the activation's backward (relu'(0) = 0).
 
     Params: ``{"W": (d_in, H), "U": (H, H), "b": (H,)}``, one floating dtype; anything else is refused
     while tracing, naming the leaf. ``w_init``/``u_init``/``b_init`` are initializer functions.
@@ -196,7 +245,16 @@ def RNN(
         (dW, dU, db, _), dxs = lax.scan(step, zero, (dys, xs, _shift(hs), cache["act"]), reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        _check_sequence(name, x, params["W"])
+        _check_tangents(name, params, dparams, x, dx)
+        xs, dxs = jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1)
+        hs, dhs = _rnn_jvp_scan(params, dparams, xs, dxs, act_fwd, act_bwd)
+        return _outputs(hs, dhs, return_sequences)
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +279,34 @@ def _lstm_scan(params, xs: Array) -> tuple[Array, Array, Array]:
     zeros = jnp.zeros((xs.shape[1], H), jnp.result_type(xs, U))
     _, (hs, cs, gates) = lax.scan(step, (zeros, zeros), xw)
     return hs, cs, gates
+
+
+def _lstm_jvp_scan(params, dparams, xs: Array, dxs: Array) -> tuple[Array, Array]:
+    """:func:`_lstm_scan` with tangents: returns (h_1..h_T, ḣ_1..ḣ_T), carrying (h, ḣ, c, ċ) from zeros."""
+    W, U, b, dU = params["W"], params["U"], params["b"], dparams["U"]
+    H = U.shape[0]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+    dxw = _tangent_inputs(params, dparams, xs, dxs)
+
+    def step(carry, inp):
+        h, dh, c, dc = carry
+        xw_t, dxw_t = inp
+        z = xw_t + jnp.matmul(h, U)
+        dz = dxw_t + jnp.matmul(dh, U) + jnp.matmul(h, dU)
+        i, f, o = (activations.sigmoid(z[:, k * H : (k + 1) * H]) for k in (0, 1, 3))
+        g = jnp.tanh(z[:, 2 * H : 3 * H])
+        di, df, dg, do = (dz[:, k * H : (k + 1) * H] for k in range(4))
+        di, df, do, dg = di * i * (1 - i), df * f * (1 - f), do * o * (1 - o), dg * (1 - g * g)
+        c_new = f * c + i * g
+        dc_new = df * c + f * dc + di * g + i * dg
+        tc = jnp.tanh(c_new)
+        h_new = o * tc
+        dh_new = do * tc + o * (1 - tc * tc) * dc_new
+        return (h_new, dh_new, c_new, dc_new), (h_new, dh_new)
+
+    zeros = jnp.zeros((xs.shape[1], H), jnp.result_type(xs, U))
+    _, (hs, dhs) = lax.scan(step, (zeros, zeros, zeros, zeros), (xw, dxw))
+    return hs, dhs
 
 
 def _lstm_cell_vjp(U: Array, gates: Array, c_prev: Array, c: Array, dh: Array, dc: Array):
@@ -255,6 +341,15 @@ def LSTM(
         dW = Σ_t x_tᵀ dz_t,   dU = Σ_t h_{t−1}ᵀ dz_t,   db = Σ_t Σ_batch dz_t.
     Every gate is smooth, so the rule is exact for every input; return modes and state: the module
     docstring.
+
+    Forward mode (JVP), a forward scan carrying (h, ḣ, c, ċ) from zeros, for tangents (Ẇ, U̇, ḃ, ẋ)::
+
+        ż = ẋ_t W + x_t Ẇ + ḣ_{t−1} U + h_{t−1} U̇ + ḃ,   split into [ż_i, ż_f, ż_g, ż_o],
+        i̇ = i(1−i) ż_i,   ḟ = f(1−f) ż_f,   ȯ = o(1−o) ż_o,   ġ = (1−g²) ż_g,
+        ċ_t = ḟ ⊙ c_{t−1} + f ⊙ ċ_{t−1} + i̇ ⊙ g + i ⊙ ġ,
+        ḣ_t = ȯ ⊙ tanh c_t + o ⊙ (1 − tanh² c_t) ⊙ ċ_t,
+
+    and ẏ = (ḣ_1, ..., ḣ_T) or ḣ_T, as y.
 
     Params: ``{"W": (d_in, 4H), "U": (H, 4H), "b": (4H,)}``, one floating dtype; anything else is
     refused while tracing, naming the leaf. ``w_init``/``u_init`` are initializer functions.
@@ -308,7 +403,15 @@ def LSTM(
         (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        _check_sequence(name, x, params["W"])
+        _check_tangents(name, params, dparams, x, dx)
+        hs, dhs = _lstm_jvp_scan(params, dparams, jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1))
+        return _outputs(hs, dhs, return_sequences)
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,6 +447,35 @@ def _gru_scan(params, xs: Array) -> tuple[Array, Array, Array]:
     return hs, gates, hu_ns
 
 
+def _gru_jvp_scan(params, dparams, xs: Array, dxs: Array) -> tuple[Array, Array]:
+    """:func:`_gru_scan` with tangents: returns (h_1..h_T, ḣ_1..ḣ_T), carrying (h, ḣ) from (0, 0)."""
+    W, U, b, bh = params["W"], params["U"], params["b"], params["bh"]
+    dU, dbh = dparams["U"], dparams["bh"]
+    H = U.shape[0]
+    xw = jnp.matmul(xs, W) + jnp.reshape(b, (1, 1, -1))
+    dxw = _tangent_inputs(params, dparams, xs, dxs)
+
+    def step(carry, inp):
+        h, dh = carry
+        xw_t, dxw_t = inp
+        hu = jnp.matmul(h, U) + jnp.reshape(bh, (1, -1))
+        dhu = jnp.matmul(dh, U) + jnp.matmul(h, dU) + jnp.reshape(dbh, (1, -1))
+        r = activations.sigmoid(xw_t[:, :H] + hu[:, :H])
+        z = activations.sigmoid(xw_t[:, H : 2 * H] + hu[:, H : 2 * H])
+        hu_n = hu[:, 2 * H :]
+        n = jnp.tanh(xw_t[:, 2 * H :] + r * hu_n)
+        h_new = (1 - z) * n + z * h
+        dr = r * (1 - r) * (dxw_t[:, :H] + dhu[:, :H])
+        dz = z * (1 - z) * (dxw_t[:, H : 2 * H] + dhu[:, H : 2 * H])
+        dn = (1 - n * n) * (dxw_t[:, 2 * H :] + dr * hu_n + r * dhu[:, 2 * H :])
+        dh_new = (1 - z) * dn + z * dh + dz * (h - n)
+        return (h_new, dh_new), (h_new, dh_new)
+
+    h0 = jnp.zeros((xs.shape[1], H), jnp.result_type(xs, U))
+    _, (hs, dhs) = lax.scan(step, (h0, jnp.zeros_like(h0)), (xw, dxw))
+    return hs, dhs
+
+
 def GRU(
     hidden: int,
     return_sequences: bool = False,
@@ -376,6 +508,15 @@ def GRU(
     dU and dbh accumulate in the scan; dW, db and dx are single matmuls over all steps after it.
     Every gate is smooth, so the rule is exact for every input; return modes and state: the module
     docstring.
+
+    Forward mode (JVP), a forward scan carrying (h, ḣ) from (0, 0), for tangents (Ẇ, U̇, ḃ, ḃh, ẋ),
+    with ẋw_t = ẋ_t W + x_t Ẇ + ḃ and u̇ = ḣ_{t−1} U + h_{t−1} U̇ + ḃh (blocks [r, z, n] as above)::
+
+        ṙ = r(1−r) (ẋw_r + u̇_r),   ż = z(1−z) (ẋw_z + u̇_z),
+        ṅ = (1−n²) (ẋw_n + ṙ ⊙ u_n + r ⊙ u̇_n),
+        ḣ_t = (1−z) ⊙ ṅ + z ⊙ ḣ_{t−1} + ż ⊙ (h_{t−1} − n),
+
+    and ẏ = (ḣ_1, ..., ḣ_T) or ḣ_T, as y.
 
     Params: ``{"W": (d_in, 3H), "U": (H, 3H), "b": (3H,), "bh": (3H,)}``, one floating dtype;
     anything else is refused while tracing, naming the leaf.
@@ -443,7 +584,15 @@ def GRU(
         }
         return grads, jnp.swapaxes(jnp.matmul(dxws, W.T), 0, 1)
 
-    return Layer(init, forward, backward, name=name)
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        _check_sequence(name, x, params["W"])
+        _check_tangents(name, params, dparams, x, dx)
+        hs, dhs = _gru_jvp_scan(params, dparams, jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1))
+        return _outputs(hs, dhs, return_sequences)
+
+    return Layer(init, forward, backward, jvp=jvp, name=name)
 
 
 # ----------------------------------------------------------------------------------------------

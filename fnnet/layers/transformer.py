@@ -3,7 +3,8 @@
 ``transformer_block`` is a :func:`~fnnet.layers.combinators.serial` of residual branches, so its
 backward is the chain rule through the children's rules; ``gpt`` stacks blocks between an embedding
 and a vocabulary head. With ``tie_weights=True`` the head reuses the embedding table, and its gradient
-is added into that table's (the one rule written here).
+is added into that table's (the one rule written here, with its forward-mode twin). The forward-mode
+rules (``jvp``) are the combinators' composition of the children's, so they exist when every child's does.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def transformer_block(
     Dense, Gelu, Dense)))`` (Post-LN: ``serial(residual(MHA), LayerNorm, residual(MLP), LayerNorm)``), so
     params are that serial's tuple and the backward is the chain rule through each child's rule:
     for a residual, dx = dy + dx_F. The block takes ``mask=`` and hands it to its attention.
+
+    Forward mode (JVP): the same composition of the children's rules, for a residual dy = dx + dF.
     """
     d = _positive("transformer_block", "d_model", d_model)
     h = _positive("transformer_block", "num_heads", num_heads)
@@ -112,6 +115,13 @@ def gpt(
     where dE_embedding is the embedding's own scatter-add, from the body's backward of dh. Params are
     then the body's tuple ``(embedding, positions, block₁, ..., block_N, final LayerNorm)`` — there is
     no head entry; untied, the tuple ends with the head's ``{"W", "b"}``.
+
+    Forward mode (JVP)::
+
+        (h, dh) = body.jvp(params, ids, dparams),   logits = h Eᵀ,   dlogits = dh Eᵀ + h dEᵀ
+
+    with dE = dparams[0]["E"] the tangent of the shared table (untied: the serial's composition).
+    ``jvp`` is None while any child's is.
     """
     V = _positive("gpt", "vocab_size", vocab_size)
     L = _positive("gpt", "max_len", max_len)
@@ -143,7 +153,16 @@ def gpt(
         grads = (jax.tree_util.tree_map(jnp.add, grads[0], {"E": d_head}),) + tuple(grads[1:])
         return grads, dx
 
+    jvp = None
+    if body.jvp is not None:
+
+        def jvp(params, ids: Array, dparams, dids: Array | None = None, *, key=None, train=True, mask=None):
+            kw = {} if mask is None else {"mask": mask}
+            h, dh = body.jvp(params, ids, dparams, dids, key=key, train=train, **kw)
+            E, dE = params[0]["E"], dparams[0]["E"]
+            return jnp.matmul(h, E.T), jnp.matmul(dh, E.T) + jnp.matmul(h, dE.T)
+
     init.parts = ("serial", tuple(stem))
     if takes_mask(body):
         forward = mark_takes_mask(forward)
-    return Layer(init, forward, backward, name=name)
+    return Layer(init, forward, backward, jvp=jvp, name=name)
