@@ -20,10 +20,13 @@ from fnnet.activations import (
     Swish,
     Tanh,
 )
-from fnnet.checking import GradcheckReport, check_layer, check_loss, gradcheck
+from fnnet.checking import ForwardReport, GradcheckReport, check_layer, check_loss, gradcheck
 from fnnet.core import DTypeError, Layer, Loss, ShapeError
+from fnnet.curvature import HessianSpectrum, ggn_vp, hessian_spectrum, hvp, hvp_path, sharpness
 from fnnet.grad import (
     autodiff_value_and_grad,
+    custom_jvp,
+    custom_jvp_loss,
     custom_vjp,
     custom_vjp_loss,
     custom_vjp_value_and_grad,
@@ -93,11 +96,20 @@ __all__ = [
     "activations",
     "autodiff_value_and_grad",
     "binary_cross_entropy",
+    "ForwardReport",
     "check_layer",
     "check_loss",
     "gpt",
     "gradcheck",
+    "HessianSpectrum",
+    "ggn_vp",
+    "hessian_spectrum",
+    "hvp",
+    "hvp_path",
+    "sharpness",
     "GradcheckReport",
+    "custom_jvp",
+    "custom_jvp_loss",
     "custom_vjp",
     "custom_vjp_loss",
     "custom_vjp_value_and_grad",

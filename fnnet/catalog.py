@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -305,7 +305,10 @@ def _with_mask(layer: Layer, mask: list[list[bool]]) -> Layer:
     def forward(params, x, *, key=None, train=True):
         return layer.forward(params, x, key=key, train=train, mask=jnp.asarray(fixed))
 
-    return layer._replace(forward=forward, name=f"{layer.label}[mask]")
+    def jvp(params, x, dparams, dx, *, key=None, train=True):
+        return layer.jvp(params, x, dparams, dx, key=key, train=train, mask=jnp.asarray(fixed))
+
+    return layer._replace(forward=forward, jvp=None if layer.jvp is None else jvp, name=f"{layer.label}[mask]")
 
 
 def _without_key_bias(tree: Any) -> Any:
@@ -350,7 +353,11 @@ def _key_bias_frozen(layer: Layer) -> Layer:
         grads, dx = layer.backward(_with_key_bias(params), cache, dy)
         return _without_key_bias(grads), dx
 
-    return Layer(init, forward, backward, name=f"{layer.label}[bk frozen]")
+    def jvp(params, x, dparams, dx, *, key=None, train=True, **mask):
+        return layer.jvp(_with_key_bias(params), x, _with_key_bias(dparams), dx, key=key, train=train, **mask)
+
+    jvp = None if layer.jvp is None else jvp
+    return Layer(init, forward, backward, jvp=jvp, name=f"{layer.label}[bk frozen]")
 
 
 def _attention_entries() -> list[Entry]:
@@ -444,14 +451,67 @@ def is_loss(entry: Entry) -> bool:
     return entry.target is not None
 
 
-def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", seed: int = 0) -> GradcheckReport:
+def has_forward_rule(entry: Entry) -> bool:
+    """True when the entry's layer or loss has a hand-written forward-mode rule (``jvp``)."""
+    return entry.make().jvp is not None
+
+
+def check_entry(
+    entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", seed: int = 0, modes: Sequence[str] = ("rev",)
+) -> GradcheckReport:
     """Run the three-way check of one entry in ``dtype`` under ``transform`` ("none", "jit", "vmap").
 
-    Under "vmap" the inputs carry a leading axis of 2 independent batches.
+    Under "vmap" the inputs carry a leading axis of 2 independent batches. ``modes=("rev", "fwd")`` also
+    checks the forward-mode rule three ways (:func:`fnnet.checking.check_layer`), for an entry that has one
+    (:func:`has_forward_rule`); one without is checked in reverse mode only (``report.forward`` is None).
+    """
+    if "fwd" in modes and not has_forward_rule(entry):
+        modes = tuple(m for m in modes if m != "fwd")
+    point = draw_point(entry, dtype, transform, seed)
+    dtype = jnp.dtype(dtype)
+    with jax.enable_x64(dtype == jnp.float64):
+        if is_loss(entry):
+            return check_loss(
+                point.thing,
+                point.x,
+                point.other,
+                transform=transform,
+                rng=point.rng,
+                finite_differences=entry.fd,
+                modes=modes,
+            )
+        return check_layer(
+            point.thing,
+            point.other,
+            point.x,
+            key=point.key,
+            train=entry.train,
+            transform=transform,
+            rng=point.rng,
+            finite_differences=entry.fd,
+            modes=modes,
+        )
+
+
+class Point(NamedTuple):
+    """Where :func:`check_entry` checks an entry: the built layer or loss, its input, its params (a layer) or
+    target (a loss), the forward's PRNG key (None unless ``needs_key``) and the key of the check's noise."""
+
+    thing: Layer | Loss
+    x: Any
+    other: Any
+    key: Any
+    rng: Any
+
+
+def draw_point(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", seed: int = 0) -> Point:
+    """The point :func:`check_entry` checks ``entry`` at, in ``dtype`` (arrays of the matching x64 setting).
+
+    The point is drawn in float64 where the backend has it and rounded to ``dtype``: the float32 and float64
+    rows check the same inputs and parameters up to rounding, and share one compiled draw. Under "vmap" the
+    input carries a leading axis of 2 independent batches.
     """
     dtype = jnp.dtype(dtype)
-    # The point is drawn in float64 where the backend has it and rounded to ``dtype``: the float32 and
-    # float64 rows check the same inputs and parameters up to rounding, and share one compiled draw.
     draw_dtype = jnp.dtype(jnp.float64) if x64_available() else dtype
     lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
     sample = entry.sample or _normal
@@ -469,13 +529,8 @@ def check_entry(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", 
             drawn = _draws(draw_x, lambda k, x: thing.init(k, in_shape, draw_dtype)[1], k_x, k_init)
     with jax.enable_x64(dtype == jnp.float64):
         x, other = _rounded(drawn, dtype)
-        if is_loss(entry):
-            return check_loss(thing, x, other, transform=transform, rng=k_rng, finite_differences=entry.fd)
-        params = other
-        key = k_fwd if entry.needs_key else None
-        return check_layer(
-            thing, params, x, key=key, train=entry.train, transform=transform, rng=k_rng, finite_differences=entry.fd
-        )
+    key = k_fwd if entry.needs_key and not is_loss(entry) else None
+    return Point(thing, x, other, key, k_rng)
 
 
 _UNTRACEABLE = (
@@ -535,6 +590,7 @@ class CheckRow(NamedTuple):
     adjoint: float  # error of the identity <J t, c> = <t, J^T c>
     ok: bool  # within the dtype's bars
     failures: list  # the names of the failed checks
+    forward: dict | None = None  # the forward-mode rule's errors (ForwardReport fields); None: not checked
 
 
 def check_all(
@@ -545,6 +601,7 @@ def check_all(
     seed: int = 0,
     on_report: Callable[[CheckRow, GradcheckReport], None] | None = None,
     workers: int | None = None,
+    modes: Sequence[str] = ("rev", "fwd"),
 ) -> list[CheckRow]:
     """Run :func:`check_entry` for every entry (default: all of :func:`entries`), dtype and transform.
 
@@ -552,6 +609,9 @@ def check_all(
     report)`` too, with the row's full :class:`~fnnet.checking.GradcheckReport` (per-leaf errors, worst
     indices, hints); ``seed`` draws the inputs and probes. Returns the rows in order: entry, then dtype,
     then transform. ``fnnet check`` and the ``gradient_checks`` experiment both run this one loop.
+
+    ``modes``: ``("rev", "fwd")`` (the default) checks every hand-written rule, the forward-mode one too
+    where the entry has it; ``("rev",)`` the reverse rules only.
 
     ``workers`` threads check rows side by side (default: the CPU count, at most 4; 1: one after another).
     A check's cost is compiling its program, which XLA does without Python's lock, so on two cores two
@@ -569,7 +629,9 @@ def check_all(
 
     def run(job: tuple) -> tuple[CheckRow, GradcheckReport]:
         entry, dtype, transform = job
-        r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed)
+        r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed, modes=modes)
+        f = r.forward
+        fwd = None if f is None else {"autodiff": f.rel_autodiff, "fd": f.rel_fd, "adjoint": f.adjoint, "ok": f.ok}
         row = CheckRow(
             entry=entry.name,
             dtype=str(dtype),
@@ -578,7 +640,8 @@ def check_all(
             rel_fd=None if r.fd_dtype == "skipped" else r.rel_fd,
             adjoint=r.dot_error,
             ok=r.ok,
-            failures=r.failures,
+            failures=r.failures + ([] if f is None or f.ok else ["forward-mode rule"]),
+            forward=fwd,
         )
         return row, r
 

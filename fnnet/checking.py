@@ -110,6 +110,42 @@ class LeafReport:
 
 
 @dataclasses.dataclass(frozen=True)
+class ForwardReport:
+    """The check of a hand-written forward-mode rule (``Layer.jvp`` / ``Loss.jvp``) along one random tangent t.
+
+    ``rel_autodiff``: the rule's J t against ``jax.jvp`` of the forward; ``rel_fd``: against central
+    differences of the forward along t (float64 where available; 0 when skipped; for a scalar function
+    relative to ‖∇L‖·‖t‖, see :func:`_forward_report`); ``adjoint``: the identity
+    ⟨J_fwd t, c⟩ = ⟨t, J_bwdᵀ c⟩ between the two hand-written rules, with a random cotangent c (no autodiff
+    in it); ``rel_value``: the rule's y against the forward's.
+    """
+
+    rel_autodiff: float
+    rel_fd: float
+    adjoint: float
+    rel_value: float
+    tolerance: Tolerance
+
+    @property
+    def ok(self) -> bool:
+        t = self.tolerance
+        return bool(
+            self.rel_autodiff <= t.autodiff
+            and self.rel_fd <= t.fd
+            and self.adjoint <= t.adjoint_bar
+            and self.rel_value <= t.autodiff
+        )
+
+    def __str__(self) -> str:
+        t = self.tolerance
+        return (
+            f"forward mode (jvp) along a random t: rel vs jax.jvp {self.rel_autodiff:.2e} (bar {t.autodiff:.0e}), "
+            f"vs FD {self.rel_fd:.2e} (bar {t.fd:.0e}), adjoint <J_fwd t, c> = <t, J_bwd^T c> {self.adjoint:.2e} "
+            f"(bar {t.adjoint_bar:.0e}), y vs forward {self.rel_value:.2e}: {'yes' if self.ok else 'NO'}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class GradcheckReport:
     """The per-leaf result of :func:`gradcheck`; ``ok`` when every leaf passes every bar.
 
@@ -123,6 +159,7 @@ class GradcheckReport:
     tolerance: Tolerance
     dot_error: float | None = None  # |⟨Jt, c⟩ − ⟨t, Jᵀc⟩| / max(...), layers only
     hints: tuple[str, ...] = ()
+    forward: ForwardReport | None = None  # the forward-mode rule's check (modes with "fwd")
 
     @property
     def dot_ok(self) -> bool:
@@ -131,7 +168,8 @@ class GradcheckReport:
 
     @property
     def ok(self) -> bool:
-        return self.dot_ok and all(leaf.ok for leaf in self.leaves)
+        forward_ok = self.forward is None or self.forward.ok
+        return self.dot_ok and forward_ok and all(leaf.ok for leaf in self.leaves)
 
     @property
     def rel_autodiff(self) -> float:
@@ -177,8 +215,12 @@ class GradcheckReport:
                 f"adjoint identity <Jt,c> = <t,J^T c>: rel error {self.dot_error:.2e} "
                 f"(bar {t.adjoint_bar:.0e}): {'yes' if self.dot_ok else 'NO'}"
             )
+        if self.forward is not None:
+            rows.append(str(self.forward))
         if not self.ok:
-            rows.append("wrong: " + ", ".join(self.failures or ["adjoint identity"]))
+            wrong = self.failures + (["adjoint identity"] if not self.dot_ok else [])
+            wrong += ["forward-mode rule"] if self.forward is not None and not self.forward.ok else []
+            rows.append("wrong: " + ", ".join(wrong))
         rows.extend(f"hint: {h}" for h in self.hints)
         return "\n".join([head, *rows])
 
@@ -566,6 +608,8 @@ def gradcheck(
     key: Any = None,
     arg_names: Sequence[str] | None = None,
     finite_differences: bool = True,
+    modes: Sequence[str] = ("rev",),
+    jvp_fn: Callable[..., Any] | None = None,
 ) -> GradcheckReport:
     """Compare ``grad_fn(*args)`` with ``jax.grad(loss_fn, argnums)(*args)`` and finite differences.
 
@@ -583,10 +627,18 @@ def gradcheck(
         differences are not the derivative (they straddle a kink, e.g. relu at exactly 0, or a tie of a
         max); each leaf then reports ``fd_probes=0`` and ``rel_fd=0``, ``fd_dtype`` reads ``"skipped"``,
         and only autodiff (and, for layers and losses, the adjoint identity) check the rule.
+      modes: ``("rev",)``, or ``("rev", "fwd")`` to check ``jvp_fn`` as well.
+      jvp_fn: the hand-written forward-mode rule, ``jvp_fn(primals, tangents) -> (value, dvalue)`` as
+        ``jax.jvp`` takes them: ``primals`` the differentiated arguments ``args[argnums]`` (a tuple), the
+        others fixed at ``args``. Along one random tangent t (from ``key``) it is checked three ways
+        (``report.forward``): against ``jax.jvp`` of ``loss_fn``, against central differences of
+        ``loss_fn`` along t, and by dvalue = ⟨grad_fn(*args), t⟩, the adjoint identity between the two
+        hand-written rules (for a scalar function J t is the gradient's inner product with t).
 
     Returns:
       A :class:`GradcheckReport`. Raises :class:`GradcheckError` if the structures differ.
     """
+    check_fwd = _modes(modes, jvp_fn, "gradcheck (no jvp_fn given)")
     key = jax.random.key(0) if key is None else key
     multi = not isinstance(argnums, int)
     nums = tuple(argnums) if multi else (argnums,)
@@ -610,11 +662,43 @@ def gradcheck(
     probes = _probes(jax.tree_util.tree_leaves(primal), max_fd_elements, n_directions)
     setup = _Setup(nums, tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
 
-    def program(args, manual, k_fd):
-        return _measure(setup, loss_fn, manual, args, k_fd)
+    tangent = forward = None
+    if check_fwd:
+        leaves = jax.tree_util.tree_leaves(primal)
+        noise = _gaussians(
+            jax.random.fold_in(key, 1), [jnp.shape(a) for a in leaves], [jnp.result_type(a) for a in leaves]
+        )
+        tangent = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(primal), noise)
+        forward = jvp_fn(primal, tangent)  # called as written, like grad_fn
 
-    out = run_compiled(program, use64, args, manual, key)
-    return _report(out, paths, setup, dtype, tol, fd_tol)
+    def program(args, manual, k_fd, tangent, forward):
+        out = _measure(setup, loss_fn, manual, args, k_fd)
+        if tangent is not None:
+            with jax.enable_x64(setup.user_x64):
+
+                def at(*w):
+                    call = list(args)
+                    for n, a in zip(nums, w):
+                        call[n] = a
+                    return loss_fn(*call)
+
+                value, jt = jax.jvp(at, primal_of(args), tangent)
+            fd = None
+            if setup.fd:
+                fd = _fd_along(at, primal_of(args), tangent, setup.eps, jnp.float64 if setup.use64 else jnp.float32)
+            dot = (jnp.asarray(forward[1]).astype(jnp.float64), _vdot64(tangent, manual))
+            out["fwd"] = {"y": value, "y_rule": forward[0], "jt": jt, "dy": forward[1], "fd": fd, "dot": dot}
+            out["fwd"]["scale"] = jnp.sqrt(_vdot64(manual, manual) * _vdot64(tangent, tangent))
+        return out
+
+    def primal_of(args):
+        return tuple(args[n] for n in nums)
+
+    out = run_compiled(program, use64, args, manual, key, tangent, forward)
+    report = _report(out, paths, setup, dtype, tol, fd_tol)
+    if check_fwd:
+        report = dataclasses.replace(report, forward=_forward_report(out, tol, fd_tol, setup.fd))
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,6 +716,59 @@ def _vdot64(a: Any, b: Any) -> jax.Array:
 
 def _scalar_error(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), np.finfo(np.float64).tiny)
+
+
+MODES = ("rev", "fwd")
+
+
+def _modes(modes: Sequence[str], rule: Any, what: str) -> bool:
+    """Validate ``modes``; True when the forward-mode rule is to be checked (``rule`` must then exist)."""
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    bad = [m for m in modes if m not in MODES]
+    if bad or "rev" not in modes:
+        raise ValueError(f"modes={modes!r}: use ('rev',) or ('rev', 'fwd') (the reverse rule is always checked)")
+    if "fwd" in modes and rule is None:
+        raise GradcheckError(f"modes include 'fwd' but {what} has no hand-written forward-mode rule (jvp is None)")
+    return "fwd" in modes
+
+
+def _fd_along(f: Callable[..., Any], w: tuple, t: tuple, eps: float, dtype: Any) -> jax.Array:
+    """Traced: the central difference of ``f(*w)`` along the tangent ``t`` in ``dtype``, J t ≈
+    (f(w + ε u) − f(w − ε u)) / 2ε · ‖t‖ with u = t/‖t‖ (floating leaves only), both sides in one vmap."""
+    w, t = _to(w, dtype), _to(t, dtype)
+    norm = jnp.sqrt(_vdot64(t, t)).astype(dtype)
+    u = jax.tree_util.tree_map(lambda a: a / jnp.where(norm > 0, norm, 1), t)
+
+    def at(sign):
+        return f(*jax.tree_util.tree_map(lambda a, b: a + sign * eps * b, w, u))
+
+    both = jax.vmap(at)(jnp.asarray([1.0, -1.0], dtype))
+    return (both[0] - both[1]) / (2 * eps) * norm
+
+
+def _forward_report(out: dict, tol: Tolerance, fd_tol: Tolerance, fd: bool) -> ForwardReport:
+    """The :class:`ForwardReport` from the program's forward-mode outputs, in float64 on the host.
+
+    For a scalar function (a loss, :func:`gradcheck`) the FD error is relative to ‖∇L‖·‖t‖, the largest a
+    directional derivative along t can be (``out["fwd"]["scale"]``), not to |dL| itself: a single central
+    difference carries an absolute rounding error of about eps·|L|/ε whatever the direction, so along a
+    tangent nearly orthogonal to the gradient |dL| is tiny and the plain relative error would measure
+    only that rounding.
+    """
+    f = out["fwd"]
+    rel_fd = 0.0
+    if fd:
+        diff = np.linalg.norm(_host(f["dy"]).ravel() - _host(f["fd"]).ravel())
+        norms = [np.linalg.norm(_host(v).ravel()) for v in (f["dy"], f["fd"])]
+        scale = float(f["scale"]) if "scale" in f else 0.0
+        rel_fd = float(diff / max(*norms, scale, np.finfo(np.float64).tiny))
+    return ForwardReport(
+        rel_autodiff=relative_error(f["dy"], f["jt"]),
+        rel_fd=rel_fd,
+        adjoint=_scalar_error(*(float(v) for v in f["dot"])),
+        rel_value=relative_error(f["y_rule"], f["y"]),
+        tolerance=tol._replace(fd=fd_tol.fd, fd_eps=fd_tol.fd_eps),
+    )
 
 
 def _checked_rule(transform: str, rule: Callable[..., Any], *operands: Any) -> Any:
@@ -653,8 +790,9 @@ def check_layer(
     rng: Any = None,
     tolerance: Tolerance | None = None,
     finite_differences: bool = True,
+    modes: Sequence[str] = ("rev",),
 ) -> GradcheckReport:
-    """Check ``layer.backward`` three ways at (params, x).
+    """Check ``layer.backward`` three ways at (params, x), and with ``modes=("rev", "fwd")`` ``layer.jvp`` too.
 
     With a random cotangent c, the scalar ⟨c, f(θ, x)⟩ has gradient Jᵀc, so the rule is compared with
     ``jax.grad`` of it (a vjp) and with finite differences (as :func:`gradcheck`); then the adjoint
@@ -670,7 +808,13 @@ def check_layer(
 
     An integer ``x`` (token ids, e.g. for :func:`fnnet.Embedding`) has no gradient: the rule must return
     ``dx=None`` for it, and only the parameter gradients are checked (the adjoint identity too).
+
+    ``modes=("rev", "fwd")`` also checks the hand-written forward-mode rule along the same random tangent
+    t, three ways (:class:`ForwardReport`, ``report.forward``): its J t against ``jax.jvp`` of the
+    forward, against central differences of the forward along t, and the adjoint identity between the
+    two hand-written rules ⟨J_fwd t, c⟩ = ⟨t, J_bwdᵀ c⟩, which involves no autodiff at all.
     """
+    check_fwd = _modes(modes, layer.jvp, layer.label)
     rng = jax.random.key(1) if rng is None else rng
     params, x = jax.tree_util.tree_map(jnp.asarray, (params, x))
     float_x = bool(jnp.issubdtype(x.dtype, jnp.floating))
@@ -714,7 +858,21 @@ def check_layer(
             )
         return (dparams,)
 
-    eager = _checked_rule(transform, lambda p, xx: rule(p, xx, noise(jax.random.split(rng)[0])[0]), params, x)
+    def forward_rule(p, xx, t):
+        """The hand-written J t and y: ``layer.jvp`` along the tangent leaves ``t`` (params', then x's)."""
+        wrt = (p, xx) if float_x else (p,)
+        tangent = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(wrt), t)
+        tp, tx = tangent if float_x else (tangent[0], None)
+        if transform == "vmap":
+            one = lambda xi, ti: layer.jvp(p, xi, tp, ti, key=key, train=train)  # noqa: E731
+            return jax.vmap(one, in_axes=(0, 0 if float_x else None))(xx, tx)
+        return layer.jvp(p, xx, tp, tx, key=key, train=train)
+
+    def eager_rules(p, xx):
+        c, t = noise(jax.random.split(rng)[0])
+        return rule(p, xx, c), (forward_rule(p, xx, t) if check_fwd else None)
+
+    eager = _checked_rule(transform, eager_rules, params, x)
     primal = (params, x) if float_x else (params,)
     paths = _paths(primal, ("params", "x"))
     dtype = _dtype_name(primal)
@@ -729,7 +887,8 @@ def check_layer(
         with jax.enable_x64(setup.user_x64):
             k_c, k_fd = jax.random.split(rng)
             c, t = noise(k_c)
-            grads = eager if eager is not None else rule(params, x, c)
+            t_leaves = t
+            grads = eager[0] if eager is not None else rule(params, x, c)
             grads = tuple(grads)
             wrt = (params, x) if float_x else (params,)
             _check_structure(wrt, grads, paths)
@@ -746,12 +905,30 @@ def check_layer(
 
         out = _measure(setup, loss_fn, grads, (params, x), k_fd, auto=auto)
         out["dot"] = (_vdot64(jt, c), _vdot64(t, grads))
+        if check_fwd:
+            with jax.enable_x64(setup.user_x64):
+                y_rule, dy = eager[1] if eager is not None else forward_rule(params, x, t_leaves)
+            fd = None
+            if setup.fd:
+                fd_dtype = jnp.float64 if setup.use64 else jnp.float32
+                fd = _fd_along(lambda *w: apply(*w, *(() if float_x else (x,))), wrt, t, setup.eps, fd_dtype)
+            out["fwd"] = {
+                "y": y,
+                "y_rule": y_rule,
+                "jt": jt,
+                "dy": dy,
+                "fd": fd,
+                "dot": (_vdot64(dy, c), out["dot"][1]),
+            }
         return out
 
     out = run_compiled(program, use64, params, x, eager, rng)
     dot = _scalar_error(*(float(v) for v in out["dot"]))
     batch = int(x.shape[1] if transform == "vmap" else x.shape[0]) if x.ndim > 1 else None
-    return _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
+    report = _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
+    if check_fwd:
+        report = dataclasses.replace(report, forward=_forward_report(out, tol, fd_tol, setup.fd))
+    return report
 
 
 def check_loss(
@@ -763,13 +940,16 @@ def check_loss(
     rng: Any = None,
     tolerance: Tolerance | None = None,
     finite_differences: bool = True,
+    modes: Sequence[str] = ("rev",),
 ) -> GradcheckReport:
     """Check ``loss.backward`` against ``jax.grad``, finite differences and the adjoint identity, in one
-    compiled program.
+    compiled program; with ``modes=("rev", "fwd")`` ``loss.jvp`` too, as :func:`check_layer` does (its
+    adjoint identity is dvalue = ⟨t, backward⟩ between the two hand-written rules).
 
     ``transform``: as in :func:`check_layer` (``"vmap"`` vmaps forward and rule over a leading axis of
     independent batches); ``finite_differences=False`` skips that reference (see :func:`gradcheck`).
     """
+    check_fwd = _modes(modes, loss.jvp, "the loss")
     rng = jax.random.key(1) if rng is None else rng
     pred, target = jax.tree_util.tree_map(jnp.asarray, (pred, target))
 
@@ -783,7 +963,19 @@ def check_loss(
             return jax.vmap(lambda pi, ti: loss.backward(loss.forward(pi, ti)[1]))(p, tt)
         return loss.backward(loss.forward(p, tt)[1])
 
-    eager = _checked_rule(transform, manual, pred, target)
+    def forward_rule(p, tt, t):
+        if transform == "vmap":
+            value_, dvalue = jax.vmap(loss.jvp)(p, tt, t)
+            return jnp.sum(value_), jnp.sum(dvalue)
+        return loss.jvp(p, tt, t)
+
+    def eager_rules(p, tt):
+        if not check_fwd:
+            return manual(p, tt), None
+        (t,) = _gaussians(jax.random.split(rng)[0], [jnp.shape(p)], [jnp.result_type(p)])
+        return manual(p, tt), forward_rule(p, tt, t)
+
+    eager = _checked_rule(transform, eager_rules, pred, target)
     paths = _paths((pred,), ("pred",))
     dtype = _dtype_name((pred,))
     tol = tolerance or TOLERANCES.get(dtype, TOLERANCES["float32"])
@@ -796,7 +988,7 @@ def check_loss(
     def program(pred, target, eager, rng):
         with jax.enable_x64(setup.user_x64):
             k_t, k_fd = jax.random.split(rng)
-            grad = eager if eager is not None else manual(pred, target)
+            grad = eager[0] if eager is not None else manual(pred, target)
             _check_structure((pred,), (grad,), paths)
             (t,) = _gaussians(k_t, [jnp.shape(pred)], [jnp.result_type(pred)])
             v, jvp = jax.linearize(lambda p: value(p, target), pred)
@@ -804,9 +996,22 @@ def check_loss(
             auto = jax.linear_transpose(jvp, pred)(jnp.ones_like(v))
         out = _measure(setup, value, (grad,), (pred, target), k_fd, auto=auto)
         out["dot"] = (jt.astype(jnp.float64), _vdot64(t, grad))
+        if check_fwd:
+            with jax.enable_x64(setup.user_x64):
+                v_rule, dv = eager[1] if eager is not None else forward_rule(pred, target, t)
+            fd = None
+            if setup.fd:
+                fd_dtype = jnp.float64 if setup.use64 else jnp.float32
+                fd = _fd_along(lambda p: value(p, target), (pred,), (t,), setup.eps, fd_dtype)
+            dot = (jnp.asarray(dv).astype(jnp.float64), out["dot"][1])
+            out["fwd"] = {"y": v, "y_rule": v_rule, "jt": jt, "dy": dv, "fd": fd, "dot": dot}
+            out["fwd"]["scale"] = jnp.sqrt(_vdot64(grad, grad) * _vdot64(t, t))
         return out
 
     out = run_compiled(program, use64, pred, target, eager, rng)
     dot = _scalar_error(*(float(v) for v in out["dot"]))
     batch = int(pred.shape[1] if transform == "vmap" else pred.shape[0]) if pred.ndim > 1 else None
-    return _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
+    report = _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
+    if check_fwd:
+        report = dataclasses.replace(report, forward=_forward_report(out, tol, fd_tol, setup.fd))
+    return report

@@ -30,7 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="check every hand-written rule against jax.grad and finite differences",
         description=(
             "Run the catalog's parity checks on the current backend and print one table: entry, dtype, "
-            "relative error vs autodiff, vs central finite differences (float64), adjoint identity, pass/fail. "
+            "relative error vs autodiff, vs central finite differences (float64), adjoint identity, the forward-mode "
+            "rule's error vs jax.jvp (its FD and adjoint checks count in the verdict), pass/fail. "
             "Exits 1 if any entry fails."
         ),
     )
@@ -38,6 +39,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--only", default=None, help="only the entry of this name, or else those whose name contains it")
     p.add_argument("--vmap", action="store_true", help="check under vmap as well as jit")
+    p.add_argument(
+        "--modes",
+        default="rev,fwd",
+        choices=["rev", "rev,fwd"],
+        help="rules to check: the reverse-mode (backward) rules, and by default the forward-mode (jvp) rules too, "
+        "three ways: vs jax.jvp, vs FD of the forward, and the adjoint identity between the two hand-written "
+        "rules (an entry without a jvp is checked in reverse mode only: 'n/a')",
+    )
     p.add_argument(
         "--module",
         default=None,
@@ -115,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_row(rows[-1], first=len(rows) == 1)
 
-    catalog.check_all(entries, dtypes=tuple(dtypes), transforms=transforms, on_report=on_report)
+    modes = tuple(args.modes.split(","))
+    catalog.check_all(entries, dtypes=tuple(dtypes), transforms=transforms, on_report=on_report, modes=modes)
     failed = sum(not r["ok"] for r in rows)
     summary = f"{len(rows) - failed}/{len(rows)} passed on {backend} ({jax.devices()[0].device_kind})"
     if args.json:
@@ -161,11 +171,18 @@ def _row(row: catalog.CheckRow, report: GradcheckReport) -> dict:
         adjoint_ok=report.dot_ok,
         leaves=leaves,
         hints=list(report.hints),
+        forward_report=None if report.forward is None else str(report.forward),
     )
 
 
 def _verdict(row: dict) -> str:
     return "pass" if row["ok"] else "FAIL " + ",".join(row["failures"] or ["adjoint identity"])
+
+
+def _forward_cell(row: dict) -> str:
+    """The forward-mode column: the rule's error vs jax.jvp, '!' when any of its three checks fails."""
+    f = row["forward"]
+    return "n/a " if f is None else f"{f['autodiff']:.1e}{' ' if f['ok'] else '!'}"
 
 
 def _print_row(row: dict, first: bool) -> None:
@@ -175,12 +192,12 @@ def _print_row(row: dict, first: bool) -> None:
     if first:
         print(
             f"{'entry':<34} {'dtype':<8} {'xform':<5} {'vs autodiff':>11} {'abs':>8} {'vs FD':>9} {'abs':>8} "
-            f"{'adjoint':>9}  result"
+            f"{'adjoint':>9}  {'fwd':>8}  result"
         )
     print(
         f"{row['entry']:<34} {row['dtype']:<8} {row['transform']:<5} {row['rel_autodiff']:>11.1e} "
         f"{row['abs_autodiff']:>8.1e} {fd:>9} {abs_fd:>8} {row['adjoint']:>9.1e}{' ' if row['adjoint_ok'] else '!'} "
-        f"{_verdict(row)}"
+        f"{_forward_cell(row):>9} {_verdict(row)}"
     )
     if not row["ok"]:
         for leaf in row["leaves"]:
@@ -191,6 +208,8 @@ def _print_row(row: dict, first: bool) -> None:
                 )
         if not row["adjoint_ok"]:
             print(f"    adjoint identity: rel error {row['adjoint']:.2e} > bar {row['adjoint_bar']:.0e}")
+        if row["forward_report"] is not None and not row["forward"]["ok"]:
+            print(f"    {row['forward_report']}")
         for hint in row["hints"]:
             print(f"    hint: {hint}")
     sys.stdout.flush()
