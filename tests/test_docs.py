@@ -23,6 +23,8 @@ PAGES = [
     "layers",
     "initializers",
     "gradients",
+    "forward_mode",
+    "curvature",
     "training",
     "data",
     "errors",
