@@ -632,7 +632,7 @@ def gradcheck(
         ``jax.jvp`` takes them: ``primals`` the differentiated arguments ``args[argnums]`` (a tuple), the
         others fixed at ``args``. Along one random tangent t (from ``key``) it is checked three ways
         (``report.forward``): against ``jax.jvp`` of ``loss_fn``, against central differences of
-        ``loss_fn`` along t, and by dvalue = ⟨grad_fn(*args), t⟩, the adjoint identity between the two
+        ``loss_fn`` along t, and by dvalue = ⟨``grad_fn(*args)``, t⟩, the adjoint identity between the two
         hand-written rules (for a scalar function J t is the gradient's inner product with t).
 
     Returns:

@@ -113,8 +113,8 @@ def test_help_of_every_initializer_states_its_variance(name, factory):
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
 def test_each_documented_loss_is_still_a_plain_loss(name):
     loss = losses.LOSSES[name]
-    plain = fn.Loss(loss.forward, loss.backward)
-    assert isinstance(loss, fn.Loss) and loss._fields == ("forward", "backward")
+    plain = fn.Loss(loss.forward, loss.backward, loss.jvp, loss.hvp)
+    assert isinstance(loss, fn.Loss) and loss._fields == ("forward", "backward", "jvp", "hvp")
     assert loss == plain and hash(loss) == hash(plain)
     assert loss._replace(backward=loss.backward) == loss
     f = jax.jit(lambda l, p, t: l.forward(p, t)[0], static_argnums=0)
