@@ -41,8 +41,11 @@ def _outcome_row(o, check_grads: bool | None) -> dict:
 
 def measure(entries, dtypes, partial: Path | None) -> list[dict]:
     """The outcome rows of every mutant of ``entries``; with ``partial``, resumed from and saved to it."""
+    import jax
+
     from fnnet import mutation
     from fnnet._io import atomic_write
+    from fnnet.checking import clear_compiled
 
     stored = json.loads(partial.read_text()) if partial is not None and partial.exists() else {}
     done = stored.get("done", {}) if stored.get("dtypes") == list(dtypes) else {}
@@ -61,6 +64,8 @@ def measure(entries, dtypes, partial: Path | None) -> list[dict]:
                     cg = f"error: {type(e).__name__}"
             rows.append(_outcome_row(o, cg))
         done[entry.name] = rows
+        clear_compiled()  # a mutant's programs are never run again; keeping them exhausts memory
+        jax.clear_caches()
         if partial is not None:
             atomic_write(partial, (json.dumps(dict(dtypes=list(dtypes), done=done)) + "\n").encode())
         caught = sum(r["caught"]["default check"] for r in rows if not r["equivalent"])

@@ -437,6 +437,13 @@ def _compile(lowered: Any) -> Any:
             del options[name]  # refused while parsing the options, before any compile work
 
 
+def clear_compiled() -> None:
+    """Drop every kept compiled check program (:func:`run_compiled`), e.g. between the entries of a long run
+    that never checks the same computation twice (the mutation benchmark), so its memory is returned."""
+    with _COMPILED_LOCK:
+        _COMPILED.clear()
+
+
 def run_compiled(program: Callable[..., Any], use64: bool, *operands: Any) -> Any:
     """Run ``program(*operands)`` as one compiled XLA program, traced with x64 on when ``use64``.
 

@@ -189,8 +189,8 @@ def custom_jvp(layer: Layer, *, train: bool = True) -> Callable:
     see the module docstring for which bridge serves which mode)::
 
         f = fn.custom_jvp(net)
-        y, dy = jax.jvp(lambda p: f(p, x), (params,), (dparams,))   # net.jvp(params, x, dparams, 0)
-        J = jax.jacfwd(f, argnums=1)(params, x)                      # column by column, by the rule
+        y, dy = jax.jvp(lambda p: f(p, x), (params,), (dparams,))  # net.jvp, dx = 0
+        J = jax.jacfwd(f, argnums=1)(params, x)  # column by column
 
     ``jax.grad`` through it also works: JAX transposes the linear part of ``layer.jvp``, so the gradient
     comes from the forward rule, not from ``layer.backward`` (use :func:`custom_vjp` for that).
