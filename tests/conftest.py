@@ -37,3 +37,14 @@ def tiny(tmp_path_factory):
         return done[name]
 
     return get
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop the checker's kept programs and JAX's caches: a module's programs are
+    rarely another's, and an xdist worker that kept them all grew past 7 GiB over the suite."""
+    yield
+    from fnnet.checking import clear_compiled
+
+    clear_compiled()
+    jax.clear_caches()
