@@ -690,11 +690,8 @@ def gradcheck(
                     return loss_fn(*call)
 
                 value, jt = jax.jvp(at, primal_of(args), tangent)
-            fd = None
-            if setup.fd:
-                fd = _fd_along(at, primal_of(args), tangent, setup.eps, jnp.float64 if setup.use64 else jnp.float32)
-            dot = (jnp.asarray(forward[1]).astype(jnp.float64), _vdot64(tangent, manual))
-            out["fwd"] = {"y": value, "y_rule": forward[0], "jt": jt, "dy": forward[1], "fd": fd, "dot": dot}
+            w = primal_of(args)
+            out["fwd"] = _forward_outputs(setup, at, w, tangent, value, jt, forward, _vdot64(tangent, manual))
             out["fwd"]["scale"] = jnp.sqrt(_vdot64(manual, manual) * _vdot64(tangent, tangent))
         return out
 
@@ -751,6 +748,21 @@ def _fd_along(f: Callable[..., Any], w: tuple, t: tuple, eps: float, dtype: Any)
 
     both = jax.vmap(at)(jnp.asarray([1.0, -1.0], dtype))
     return (both[0] - both[1]) / (2 * eps) * norm
+
+
+def _forward_outputs(
+    setup: _Setup, f: Callable[..., Any], w: tuple, t: tuple, y: Any, jt: Any, rule: tuple, rev_dot: Any, c: Any = None
+) -> dict:
+    """Traced: what :func:`_forward_report` reads, for the forward rule's ``rule = (y_rule, dy)`` at ``w``.
+
+    ``f(*w)`` is the forward (``y`` its value, ``jt`` autodiff's J t), ``rev_dot`` the reverse side ⟨t, Jᵀc⟩
+    of the adjoint identity; ``c`` the cotangent of a vector output, None for a scalar one (dy is then
+    ⟨∇L, t⟩ itself).
+    """
+    y_rule, dy = rule
+    fd = _fd_along(f, w, t, setup.eps, jnp.float64 if setup.use64 else jnp.float32) if setup.fd else None
+    fwd_dot = _vdot64(dy, c) if c is not None else jnp.asarray(dy).astype(jnp.float64)
+    return {"y": y, "y_rule": y_rule, "jt": jt, "dy": dy, "fd": fd, "dot": (fwd_dot, rev_dot)}
 
 
 def _forward_report(out: dict, tol: Tolerance, fd_tol: Tolerance, fd: bool) -> ForwardReport:
@@ -915,18 +927,8 @@ def check_layer(
         if check_fwd:
             with jax.enable_x64(setup.user_x64):
                 y_rule, dy = eager[1] if eager is not None else forward_rule(params, x, t_leaves)
-            fd = None
-            if setup.fd:
-                fd_dtype = jnp.float64 if setup.use64 else jnp.float32
-                fd = _fd_along(lambda *w: apply(*w, *(() if float_x else (x,))), wrt, t, setup.eps, fd_dtype)
-            out["fwd"] = {
-                "y": y,
-                "y_rule": y_rule,
-                "jt": jt,
-                "dy": dy,
-                "fd": fd,
-                "dot": (_vdot64(dy, c), out["dot"][1]),
-            }
+            f = lambda *w: apply(*w, *(() if float_x else (x,)))  # noqa: E731
+            out["fwd"] = _forward_outputs(setup, f, wrt, t, y, jt, (y_rule, dy), out["dot"][1], c)
         return out
 
     out = run_compiled(program, use64, params, x, eager, rng)
@@ -1006,12 +1008,8 @@ def check_loss(
         if check_fwd:
             with jax.enable_x64(setup.user_x64):
                 v_rule, dv = eager[1] if eager is not None else forward_rule(pred, target, t)
-            fd = None
-            if setup.fd:
-                fd_dtype = jnp.float64 if setup.use64 else jnp.float32
-                fd = _fd_along(lambda p: value(p, target), (pred,), (t,), setup.eps, fd_dtype)
-            dot = (jnp.asarray(dv).astype(jnp.float64), out["dot"][1])
-            out["fwd"] = {"y": v, "y_rule": v_rule, "jt": jt, "dy": dv, "fd": fd, "dot": dot}
+            f = lambda p: value(p, target)  # noqa: E731
+            out["fwd"] = _forward_outputs(setup, f, (pred,), (t,), v, jt, (v_rule, dv), out["dot"][1])
             out["fwd"]["scale"] = jnp.sqrt(_vdot64(grad, grad) * _vdot64(t, t))
         return out
 

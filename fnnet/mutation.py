@@ -42,7 +42,7 @@ from fnnet import catalog
 from fnnet.checking import TOLERANCES, GradcheckReport
 from fnnet.core import Layer, Loss
 
-__all__ = ["CHECKS", "Mutant", "Outcome", "detected", "mutants", "run"]
+__all__ = ["CHECKS", "Mutant", "Outcome", "check_grads_catches", "detected", "mutants", "run"]
 
 #: The checks a mutant can be caught by, in the order of the tables.
 CHECKS = ("rev vs autodiff", "rev vs FD", "rev adjoint", "fwd three-way", "default check")
@@ -68,14 +68,14 @@ class Outcome(NamedTuple):
     equivalent: bool
 
 
-def _leaf_paths(entry: catalog.Entry) -> list[str]:
-    """The paths of the rule's output leaves: params' then x's for a layer (x only if floating), pred's."""
-    point = catalog.draw_point(entry, jnp.float32)
+def _output_leaves(entry: catalog.Entry, point: catalog.Point) -> list[tuple[str, Any]]:
+    """(path, leaf) of the rule's output at ``point``: params' leaves then x (if floating) for a layer,
+    ``pred`` for a loss."""
     if catalog.is_loss(entry):
-        return ["pred"]
-    flat, _ = jax.tree_util.tree_flatten_with_path((point.other, point.x))
-    paths = ["params" + jax.tree_util.keystr(p[1:]) if p[0].idx == 0 else "x" for p, _ in flat]
-    return paths if jnp.issubdtype(point.x.dtype, jnp.floating) else [p for p in paths if p != "x"]
+        return [("pred", point.x)]
+    flat, _ = jax.tree_util.tree_flatten_with_path(point.other)
+    leaves = [("params" + jax.tree_util.keystr(path), leaf) for path, leaf in flat]
+    return leaves + ([("x", point.x)] if jnp.issubdtype(point.x.dtype, jnp.floating) else [])
 
 
 def _on_leaf(i: int, f: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -207,10 +207,9 @@ def mutants(entry: catalog.Entry) -> list[Mutant]:
     thing = entry.make()
     point = catalog.draw_point(entry, jnp.float32)
     batch = int(point.x.shape[0])
-    paths = _leaf_paths(entry)
-    shapes = [tuple(jnp.shape(a)) for a in _output_leaves(entry, point)]
     out = []
-    for i, (path, shape) in enumerate(zip(paths, shapes)):
+    for i, (path, leaf) in enumerate(_output_leaves(entry, point)):
+        shape = tuple(jnp.shape(leaf))
         for kind, f in _LEAF_KINDS.items():
             if not _applies(kind, path, shape):
                 continue
@@ -229,14 +228,6 @@ def mutants(entry: catalog.Entry) -> list[Mutant]:
     for kind, where, mutated in _family_mutants(entry, thing, point):
         out.append(Mutant(entry.name, kind, "backward", where, _entry_with(entry, mutated, kind)))
     return out
-
-
-def _output_leaves(entry: catalog.Entry, point: catalog.Point) -> list[Any]:
-    """The leaves of the rule's output at ``point``, in the order of :func:`_leaf_paths`."""
-    if catalog.is_loss(entry):
-        return [point.x]
-    leaves = jax.tree_util.tree_leaves(point.other)
-    return leaves + ([point.x] if jnp.issubdtype(point.x.dtype, jnp.floating) else [])
 
 
 def _errors(report: GradcheckReport) -> tuple:
@@ -312,20 +303,3 @@ def run(
                 if on_outcome is not None:
                     on_outcome(o)
     return outcomes
-
-
-def summarize(outcomes: Sequence[Outcome]) -> dict:
-    """Detection rates per dtype and mutant kind: {dtype: {kind: {check: (caught, applicable)}}}, equivalent
-    mutants left out (counted under ``"equivalent"``)."""
-    table: dict = {}
-    for o in outcomes:
-        row = table.setdefault(o.dtype, {}).setdefault(o.mutant.kind, {"equivalent": 0, "mutants": 0})
-        if o.equivalent:
-            row["equivalent"] += 1
-            continue
-        row["mutants"] += 1
-        for check, hit in o.caught.items():
-            caught, applicable = row.get(check, (0, 0))
-            if hit is not None:
-                row[check] = (caught + int(hit), applicable + 1)
-    return table

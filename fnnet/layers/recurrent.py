@@ -94,6 +94,21 @@ def _tangent_inputs(params, dparams, xs: Array, dxs: Array) -> Array:
     return jnp.matmul(dxs, params["W"]) + jnp.matmul(xs, dparams["W"]) + jnp.reshape(dparams["b"], (1, 1, -1))
 
 
+def _sequence_jvp(name: str, spec: Any, scan: Any, return_sequences: bool) -> Any:
+    """The ``jvp`` of a recurrent layer: the forward's checks and the tangents', then ``scan(params, dparams,
+    xs, dxs) -> (hs, dhs)`` over time-major inputs, and the outputs as the forward returns them."""
+
+    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
+        del key, train
+        check_params(name, params, spec)
+        _check_sequence(name, x, params["W"])
+        _check_tangents(name, params, dparams, x, dx)
+        hs, dhs = scan(params, dparams, jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1))
+        return _outputs(hs, dhs, return_sequences)
+
+    return jvp
+
+
 def _outputs(hs: Array, dhs: Array, return_sequences: bool) -> tuple[Array, Array]:
     """(y, ẏ) from time-major (h_1..h_T, ḣ_1..ḣ_T): every step batch first, or the last one."""
     if return_sequences:
@@ -245,14 +260,10 @@ def RNN(
         (dW, dU, db, _), dxs = lax.scan(step, zero, (dys, xs, _shift(hs), cache["act"]), reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
-        del key, train
-        check_params(name, params, spec)
-        _check_sequence(name, x, params["W"])
-        _check_tangents(name, params, dparams, x, dx)
-        xs, dxs = jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1)
-        hs, dhs = _rnn_jvp_scan(params, dparams, xs, dxs, act_fwd, act_bwd)
-        return _outputs(hs, dhs, return_sequences)
+    def scan(params, dparams, xs, dxs):
+        return _rnn_jvp_scan(params, dparams, xs, dxs, act_fwd, act_bwd)
+
+    jvp = _sequence_jvp(name, spec, scan, return_sequences)
 
     return Layer(init, forward, backward, jvp=jvp, name=name)
 
@@ -403,13 +414,7 @@ def LSTM(
         (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
         return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
 
-    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
-        del key, train
-        check_params(name, params, spec)
-        _check_sequence(name, x, params["W"])
-        _check_tangents(name, params, dparams, x, dx)
-        hs, dhs = _lstm_jvp_scan(params, dparams, jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1))
-        return _outputs(hs, dhs, return_sequences)
+    jvp = _sequence_jvp(name, spec, _lstm_jvp_scan, return_sequences)
 
     return Layer(init, forward, backward, jvp=jvp, name=name)
 
@@ -584,13 +589,7 @@ def GRU(
         }
         return grads, jnp.swapaxes(jnp.matmul(dxws, W.T), 0, 1)
 
-    def jvp(params, x: Array, dparams, dx: Array, *, key=None, train=True):
-        del key, train
-        check_params(name, params, spec)
-        _check_sequence(name, x, params["W"])
-        _check_tangents(name, params, dparams, x, dx)
-        hs, dhs = _gru_jvp_scan(params, dparams, jnp.swapaxes(x, 0, 1), jnp.swapaxes(dx, 0, 1))
-        return _outputs(hs, dhs, return_sequences)
+    jvp = _sequence_jvp(name, spec, _gru_jvp_scan, return_sequences)
 
     return Layer(init, forward, backward, jvp=jvp, name=name)
 
