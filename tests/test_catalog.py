@@ -12,6 +12,8 @@ from fnnet import catalog
 from fnnet.checking import TOLERANCES
 
 ENTRIES = catalog.entries()
+#: The entries drawn at a kink or a tie: their FD probes cross it, and the check re-probes at a shifted point.
+AT_A_KINK = {"Relu[x=0]", "LeakyRelu(0.2)[x=0]", "MaxPool(2)[ties]"}
 
 
 @pytest.mark.parametrize("transform", ["jit", "vmap"])
@@ -27,7 +29,13 @@ def test_entry_three_ways(entry, dtype, transform):
     f = report.forward
     assert f is not None, f"{entry.name} has no forward-mode rule (jvp)"
     assert f.rel_autodiff <= bars.autodiff and f.adjoint <= bars.adjoint_bar, str(report)
-    assert f.rel_fd <= (bars.fd if entry.fd else 0.0), str(report)  # 0.0: FD skipped at a kink or a tie
+    assert f.rel_fd <= bars.fd, str(report)
+    # the rule run twice is bit-equal (on CPU), and the zero cotangent (tangent) gives exactly zero
+    assert report.nondeterminism == 0.0 and f.zero == 0.0, str(report)
+    assert report.zero == (None if catalog.is_loss(entry) else 0.0), str(report)
+    # only the entries drawn at a kink cross one: no smooth rule is mistaken for a kinked one
+    assert (report.kink is not None) == (entry.name in AT_A_KINK), str(report)
+    assert report.kinks == 0 and (report.kink is None or report.kink.ok), str(report)
     assert report.ok, str(report)
 
 
@@ -48,8 +56,8 @@ def test_names_are_unique():
 
 
 def test_edge_entries_probe_each_fused_rule_at_its_boundary():
-    """Each fused or simplified rule has an entry at the edge of its assumptions, saying what it probes;
-    finite differences are off exactly where they straddle a kink or a tie."""
+    """Each fused or simplified rule has an entry at the edge of its assumptions, saying what it probes; none
+    turns finite differences off, not even at a kink or a tie (the check re-probes there)."""
     edges = {e.name: e for e in ENTRIES if e.probes}
     assert set(edges) == {
         "softmax_cross_entropy[any rows]",
@@ -60,8 +68,8 @@ def test_edge_entries_probe_each_fused_rule_at_its_boundary():
         "LayerNorm[constant row]",
         "MaxPool(2)[ties]",
     }
-    assert {n for n, e in edges.items() if not e.fd} == {"Relu[x=0]", "LeakyRelu(0.2)[x=0]", "MaxPool(2)[ties]"}
-    assert all(e.fd for e in ENTRIES if not e.probes)
+    assert AT_A_KINK <= set(edges)
+    assert all(e.fd for e in ENTRIES)
     rows = catalog._rows_not_distributions(jax.random.key(0), jnp.zeros((4, 5)), jnp.float32)
     np.testing.assert_allclose(np.asarray(rows.sum(-1))[[0, 3]], [2.0, 0.0])  # multi-hot and all-zero rows
     assert float(rows.sum(-1)[1]) != pytest.approx(1.0) and float(rows[2].min()) < 0  # unnormalized, negative
@@ -69,7 +77,7 @@ def test_edge_entries_probe_each_fused_rule_at_its_boundary():
     np.testing.assert_array_equal(x[:, ::2], x[:, 1::2])  # every 2×2 window has a tied maximum
 
 
-def test_finite_differences_can_be_skipped_where_they_straddle_a_kink():
+def test_a_kink_is_re_probed_and_finite_differences_can_still_be_skipped():
     x = jnp.array([0.0, 1.3, 0.0, -0.7])
 
     def loss(v):
@@ -78,8 +86,9 @@ def test_finite_differences_can_be_skipped_where_they_straddle_a_kink():
     def rule(v):
         return fn.activations.derivative("relu", v)
 
-    with_fd = fn.gradcheck(loss, rule, x)
-    assert not with_fd.ok and with_fd.rel_fd > 0.1  # central differences at 0 read ½, the rule pins 0
+    with_fd = fn.gradcheck(loss, rule, x)  # central differences at 0 read ½, the rule pins 0: a crossing
+    assert with_fd.ok and with_fd.kink is not None and with_fd.kink.crossings == ("args[0]: 2 of 4 probes",)
+    assert "kink crossed, re-probed" in str(with_fd)
     without = fn.gradcheck(loss, rule, x, finite_differences=False)
     assert without.ok and without.fd_dtype == "skipped"
     assert [leaf.fd_probes for leaf in without.leaves] == [0] and "FD skipped" in str(without)

@@ -31,8 +31,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description=(
             "Run the catalog's parity checks on the current backend and print one table: entry, dtype, "
             "relative error vs autodiff, vs central finite differences (float64), adjoint identity, the forward-mode "
-            "rule's error vs jax.jvp (its FD and adjoint checks count in the verdict), pass/fail. "
-            "Exits 1 if any entry fails."
+            "rule's error vs jax.jvp (its FD and adjoint checks count in the verdict), pass/fail. Every rule is "
+            "also run twice (the results must be identical) and, for a layer, at the zero cotangent (the gradient "
+            "must be exactly 0). A finite-difference probe that crosses a kink is re-probed at a shifted point "
+            "and the row says so. Exits 1 if any entry fails."
         ),
     )
     p.add_argument("--dtype", choices=["float32", "float64", "all"], default="all", help="dtype(s) to check")
@@ -46,6 +48,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="rules to check: the reverse-mode (backward) rules, and by default the forward-mode (jvp) rules too, "
         "three ways: vs jax.jvp, vs FD of the forward, and the adjoint identity between the two hand-written "
         "rules (an entry without a jvp is checked in reverse mode only: 'n/a')",
+    )
+    p.add_argument(
+        "--order",
+        type=int,
+        default=1,
+        choices=[1, 2],
+        help="2: also check each rule's own derivative (as gradgradcheck does): vs jax forward-over-reverse, vs "
+        "FD of the rule, symmetry, and each loss's hand-written hvp; a '2nd' column",
     )
     p.add_argument(
         "--module",
@@ -125,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
             _print_row(rows[-1], first=len(rows) == 1)
 
     modes = tuple(args.modes.split(","))
-    catalog.check_all(entries, dtypes=tuple(dtypes), transforms=transforms, on_report=on_report, modes=modes)
+    catalog.check_all(
+        entries, dtypes=tuple(dtypes), transforms=transforms, on_report=on_report, modes=modes, order=args.order
+    )
     failed = sum(not r["ok"] for r in rows)
     summary = f"{len(rows) - failed}/{len(rows)} passed on {backend} ({jax.devices()[0].device_kind})"
     if args.json:
@@ -172,6 +184,9 @@ def _row(row: catalog.CheckRow, report: GradcheckReport) -> dict:
         leaves=leaves,
         hints=list(report.hints),
         forward_report=None if report.forward is None else str(report.forward),
+        second_report=None if report.second is None else str(report.second),
+        nondeterminism=report.nondeterminism,
+        zero=report.zero,
     )
 
 
@@ -179,9 +194,9 @@ def _verdict(row: dict) -> str:
     return "pass" if row["ok"] else "FAIL " + ",".join(row["failures"] or ["adjoint identity"])
 
 
-def _forward_cell(row: dict) -> str:
-    """The forward-mode column: the rule's error vs jax.jvp, '!' when any of its three checks fails."""
-    f = row["forward"]
+def _forward_cell(row: dict, key: str = "forward") -> str:
+    """The forward-mode (or second-order) column: the error vs autodiff, '!' when any of its checks fails."""
+    f = row[key]
     return "n/a " if f is None else f"{f['autodiff']:.1e}{' ' if f['ok'] else '!'}"
 
 
@@ -189,16 +204,19 @@ def _print_row(row: dict, first: bool) -> None:
     skipped = row["rel_fd"] is None  # no FD at a kink or a tie
     fd = "skipped" if skipped else f"{row['rel_fd']:.1e}"
     abs_fd = "-" if skipped else f"{row['abs_fd']:.1e}"
+    second = row["second"] is not None
     if first:
         print(
             f"{'entry':<34} {'dtype':<8} {'xform':<5} {'vs autodiff':>11} {'abs':>8} {'vs FD':>9} {'abs':>8} "
-            f"{'adjoint':>9}  {'fwd':>8}  result"
+            f"{'adjoint':>9}  {'fwd':>8}  " + (f"{'2nd':>8}  " if second else "") + "result"
         )
     print(
         f"{row['entry']:<34} {row['dtype']:<8} {row['transform']:<5} {row['rel_autodiff']:>11.1e} "
         f"{row['abs_autodiff']:>8.1e} {fd:>9} {abs_fd:>8} {row['adjoint']:>9.1e}{' ' if row['adjoint_ok'] else '!'} "
-        f"{_forward_cell(row):>9} {_verdict(row)}"
+        f"{_forward_cell(row):>9} " + (f"{_forward_cell(row, 'second'):>9} " if second else "") + _verdict(row)
     )
+    if row["kink"] is not None:
+        print(f"    {row['kink']}")
     if not row["ok"]:
         for leaf in row["leaves"]:
             if not leaf["ok"]:
@@ -210,6 +228,8 @@ def _print_row(row: dict, first: bool) -> None:
             print(f"    adjoint identity: rel error {row['adjoint']:.2e} > bar {row['adjoint_bar']:.0e}")
         if row["forward_report"] is not None and not row["forward"]["ok"]:
             print(f"    {row['forward_report']}")
+        if row["second_report"] is not None and not row["second"]["ok"]:
+            print(f"    {row['second_report']}")
         for hint in row["hints"]:
             print(f"    hint: {hint}")
     sys.stdout.flush()
