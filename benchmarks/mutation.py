@@ -114,12 +114,16 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"{info['entries']} catalog entries; jax {info['jax']}; {info['date_utc']} UTC. Each mutant is one planted bug "
         "(see `fnnet.mutation`); a cell is caught/applicable. *equivalent*: the mutant changes nothing at the checked "
         "point (e.g. zeroing a gradient that is exactly 0 there), so no check can catch it. *default check*: what "
-        "`fnnet check` runs (reverse and forward mode). `check_grads`: `jax.test_util.check_grads`, order 1, its "
+        "`fnnet check` runs (reverse and forward mode, with determinism, the zero cotangent and kink awareness), "
+        "caught if any of its parts fails; the columns after `check_grads` are those parts. "
+        "`check_grads`: `jax.test_util.check_grads`, order 1, its "
         "default tolerances, float64, on the same mutants through `fn.custom_vjp` / `fn.custom_jvp`.",
     ]
     checks = list(CHECKS)
     for dtype, kinds in table.items():
-        cols = checks + (["check_grads"] if dtype == "float64" else [])
+        # the verdicts side by side first (fnnet's default check, then check_grads), then each part of fnnet's
+        cols = ["default check"] + (["check_grads"] if dtype == "float64" else [])
+        cols += [c for c in checks if c != "default check"]
         lines += ["", f"## {dtype}", "", "| mutant | n | equivalent | " + " | ".join(cols) + " |"]
         lines.append("|---|---:|---:|" + "---:|" * len(cols))
         total: dict = {"mutants": 0, "equivalent": 0}

@@ -31,6 +31,7 @@ from experiments.initialization import (
     expressivity,
     glorot_training,
     gradient_propagation,
+    hessian_at_init,
     isometry_training,
     mean_field,
     residual_depth,
@@ -78,6 +79,7 @@ _BY_STUDY: dict[str, tuple[Experiment, ...]] = {
         glorot_training,
         isometry_training,
         residual_depth,
+        hessian_at_init,
     ),
     # the batch-size study
     "batch_size": (

@@ -246,6 +246,30 @@ FRYE_2021 = Work(
     'C. G. Frye, J. Simon, N. S. Wadia, A. Ligeralde, M. R. DeWeese, K. E. Bouchard, "Critical Point-Finding '
     'Methods Reveal Gradient-Flat Regions of Deep Network Losses", Neural Computation 33, 2021',
 )
+SAGUN_2017 = Work(
+    "Sagun, Bottou & LeCun 2017",
+    "Eigenvalues of the Hessian in Deep Learning: Singularity and Beyond",
+    'L. Sagun, L. Bottou, Y. LeCun, "Eigenvalues of the Hessian in Deep Learning: Singularity and Beyond", '
+    "arXiv:1611.07476 (2016), ICLR Workshop, 2017",
+)
+SAGUN_EVCI_2017 = Work(
+    "Sagun et al. 2017",
+    "Empirical Analysis of the Hessian of Over-Parametrized Neural Networks",
+    'L. Sagun, U. Evci, V. U. Güney, Y. Dauphin, L. Bottou, "Empirical Analysis of the Hessian of '
+    'Over-Parametrized Neural Networks", arXiv:1706.04454, 2017',
+)
+PAPYAN_2019 = Work(
+    "Papyan 2019",
+    "Measurements of Three-Level Hierarchical Structure in the Outliers in the Spectrum of Deepnet Hessians",
+    'V. Papyan, "Measurements of Three-Level Hierarchical Structure in the Outliers in the Spectrum of Deepnet '
+    'Hessians", ICML, 2019',
+)
+GHORBANI_2019 = Work(
+    "Ghorbani, Krishnan & Xiao 2019",
+    "An Investigation into Neural Net Optimization via Hessian Eigenvalue Density",
+    'B. Ghorbani, S. Krishnan, Y. Xiao, "An Investigation into Neural Net Optimization via Hessian Eigenvalue '
+    'Density", ICML, 2019',
+)
 
 # --- recurrent networks ---------------------------------------------------------------------------
 

@@ -1,1 +1,2 @@
-"""The initialization study: signal and gradient propagation, symmetry, trainability, mean field, residual depth."""
+"""The initialization study: signal and gradient propagation, symmetry, trainability, mean field, residual depth,
+and the Hessian at init."""
