@@ -17,6 +17,7 @@ from experiments._common import Experiment, check_experiment
 from experiments.attention import attention_scale, char_gpt, norm_position, rank_collapse
 from experiments.batch_size import (
     data_parallel,
+    edge_of_stability,
     gd_regimes,
     generalization_gap,
     gradient_noise_scale,
@@ -84,6 +85,7 @@ _BY_STUDY: dict[str, tuple[Experiment, ...]] = {
     # the batch-size study
     "batch_size": (
         gd_regimes,
+        edge_of_stability,
         steps_to_target,
         gradient_noise_scale,
         lr_noise_scale,

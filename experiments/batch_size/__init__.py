@@ -1,1 +1,2 @@
-"""The batch-size study: GD regimes, steps to target, noise scales, warm-up, generalization gap, data parallelism."""
+"""The batch-size study: GD regimes, the edge of stability, steps to target, noise scales, warm-up, generalization gap,
+data parallelism."""

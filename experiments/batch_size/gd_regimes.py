@@ -236,7 +236,9 @@ def _claims(res: dict, typ: dict, config: Config) -> list[Claim]:
                 "> 2 SE",
                 ok_up and ok_nz,
                 f"the text says 'more smoothly', not 'never rises': full-batch GD can rise near lr = 2/lambda_max, "
-                f"where tuning for the final loss puts it ({src.COHEN_2021.cite()}); tuned rates "
+                f"where tuning for the final loss puts it ({src.COHEN_2021.cite()}; the edge_of_stability "
+                "experiment reruns the MLP's full-batch GD with lambda_max measured before each update, to test "
+                f"that its rises start where lambda_max*lr >= 2); tuned rates "
                 f"2^{g['best_exponent']} (B={fb}) and 2^{m_['best_exponent']} (B={mb})"
                 + (
                     f". Full-batch GD makes {gd_updates} updates, fewer than {MIN_GD_UPDATES}: too few to judge; "
