@@ -39,6 +39,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -355,17 +356,35 @@ def _r_operator_hvp(layer: Layer, steps: tuple[_Step, ...], loss: Loss) -> Curva
 # Lanczos
 
 
-def _flat_hvp(layer: Layer, loss: Loss, params: Params) -> tuple[Callable, int, Any]:
-    """``matvec(args, flat_v) -> flat H v`` (jit-compiled; args = (params, x, target)), n and the dtype."""
+def _lanczos_of(layer: Layer, loss: Loss, params: Params) -> tuple[Callable, int, Any]:
+    """``(run, n, dtype)``: :func:`_lanczos` on the flattened H v of ``layer`` and ``loss`` at params shaped like
+    ``params``. Kept per (layer, loss, params' structure, shapes and dtypes), so repeated calls with the same
+    layer and loss (``sharpness`` every k steps of a training loop) compile its step once."""
+    flat, _ = ravel_pytree(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    layout = (treedef, tuple((jnp.shape(a), str(jnp.result_type(a))) for a in leaves))
+    try:
+        return _cached_lanczos(layer, loss, layout) + (flat.shape[0], flat.dtype)
+    except TypeError:  # a layer or loss that cannot be hashed (a field holding a list or a dict): no cache
+        return _build_lanczos(layer, loss, params) + (flat.shape[0], flat.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_lanczos(layer: Layer, loss: Loss, layout: tuple) -> tuple[Callable]:
+    treedef, shapes = layout
+    params = jax.tree_util.tree_unflatten(treedef, [jnp.zeros(shape, dtype) for shape, dtype in shapes])
+    return _build_lanczos(layer, loss, params)
+
+
+def _build_lanczos(layer: Layer, loss: Loss, params: Params) -> tuple[Callable]:
     flat, unravel = ravel_pytree(params)
     product = hvp(layer, loss)
 
-    @jax.jit
     def matvec(args, flat_v):
         p, x, target = args
         return ravel_pytree(product(p, x, target, unravel(flat_v)))[0]
 
-    return matvec, flat.shape[0], flat.dtype
+    return (_lanczos(matvec, flat.shape[0], flat.dtype),)
 
 
 def _orthogonalize(Q: Array, w: Array) -> Array:
@@ -452,7 +471,9 @@ def sharpness(
     negative eigenvalues, and one of larger magnitude than λ_max would be what power iteration finds.
     Lanczos reaches both ends of the spectrum at once; this returns the top one.
 
-    Cost: k Hessian-vector products and O(k·n) memory for the Lanczos basis; one compilation per call.
+    Cost: k Hessian-vector products and O(k·n) memory for the Lanczos basis. The Lanczos step is compiled
+    once per (layer, loss, params' shapes and dtypes, ``iters``): tracking the sharpness of one network
+    every few steps of training compiles it on the first call only.
 
     Args:
         layer, loss: the network and the loss.
@@ -469,9 +490,8 @@ def sharpness(
     if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
         raise ValueError(f"sharpness needs a positive integer iters, got {iters!r}")
     key = jax.random.key(0) if key is None else key
-    matvec, n, dtype = _flat_hvp(layer, loss, params)
+    run, n, dtype = _lanczos_of(layer, loss, params)
     k_start, k_restart = jax.random.split(key)
-    run = _lanczos(matvec, n, dtype)
     v0 = jax.random.normal(k_start, (n,), dtype)
     alphas, betas = run((params, x, target), v0, min(int(iters), n), k_restart, tol=tol or None)
     return float(np.linalg.eigvalsh(_tridiagonal(alphas, betas))[-1])
@@ -556,9 +576,8 @@ def hessian_spectrum(
             raise ValueError(f"hessian_spectrum needs a positive integer {arg}, got {val!r}")
     if sigma is not None and not sigma > 0:
         raise ValueError(f"hessian_spectrum needs sigma > 0, got {sigma!r}")
-    matvec, n, dtype = _flat_hvp(layer, loss, params)
+    run, n, dtype = _lanczos_of(layer, loss, params)
     steps = min(int(order), n)
-    run = _lanczos(matvec, n, dtype)
     all_nodes, all_weights = [], []
     for k in jax.random.split(key, int(probes)):
         k_probe, k_restart = jax.random.split(k)

@@ -451,3 +451,20 @@ def test_a_mask_for_an_mlp_is_refused(key):
         params, x, target, v = problem(net, fn.mse, key)
         with pytest.raises(TypeError, match="takes no mask"):
             hvp(net, fn.mse)(params, x, target, v, mask=jnp.ones((4, 3), bool))
+
+
+def test_repeated_sharpness_calls_on_one_network_reuse_its_compiled_lanczos_step():
+    """Tracking λ_max every few steps of training calls sharpness with the same layer and loss at new params:
+    the Lanczos step is built (and compiled) once, and the values follow the params."""
+    from fnnet import curvature
+
+    net = fn.serial(fn.Dense(6), fn.Tanh(), fn.Dense(3))
+    _, params = net.init(jax.random.key(0), (4,))
+    x, y = jax.random.normal(jax.random.key(1), (8, 4)), jax.random.normal(jax.random.key(2), (8, 3))
+    before = curvature._cached_lanczos.cache_info()
+    first = fn.sharpness(net, fn.mse, params, x, y, iters=30, tol=0)
+    scaled = jax.tree_util.tree_map(lambda a: 1.1 * a, params)
+    second = fn.sharpness(net, fn.mse, scaled, x, y, iters=30, tol=0)
+    after = curvature._cached_lanczos.cache_info()
+    assert after.misses == before.misses + 1 and after.hits == before.hits + 1
+    assert second != first
