@@ -479,9 +479,13 @@ def check_entry(
     ``order=2`` also checks the rule's own derivative (``report.second``). The rule is run twice (determinism,
     within :func:`nondet_tol`) and, for a layer, at the zero cotangent.
     """
+    return _check_at(entry, draw_point(entry, dtype, transform, seed), dtype, transform, modes, order)
+
+
+def _check_at(entry: Entry, point: Point, dtype: Any, transform: str, modes: Sequence[str], order: int) -> Any:
+    """:func:`check_entry` at a drawn ``point`` (in ``dtype``)."""
     if "fwd" in modes and not has_forward_rule(entry):
         modes = tuple(m for m in modes if m != "fwd")
-    point = draw_point(entry, dtype, transform, seed)
     dtype = jnp.dtype(dtype)
     with jax.enable_x64(dtype == jnp.float64):
         if is_loss(entry):
@@ -529,8 +533,24 @@ def draw_point(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", s
     rows check the same inputs and parameters up to rounding, and share one compiled draw. Under "vmap" the
     input carries a leading axis of 2 independent batches.
     """
-    dtype = jnp.dtype(dtype)
-    draw_dtype = jnp.dtype(jnp.float64) if x64_available() else dtype
+    return _rounded_point(_drawn(entry, transform, seed, _draw_dtype(dtype)), dtype)
+
+
+class _Drawn(NamedTuple):
+    """A point as drawn, before rounding to a row's dtype: :func:`draw_point` less the rounding."""
+
+    thing: Layer | Loss
+    drawn: tuple[Any, Any]  # (x, params or target), in float64 where the backend has it
+    key: Any
+    rng: Any
+
+
+def _draw_dtype(dtype: Any) -> Any:
+    """The dtype a row in ``dtype`` is drawn in: float64 where the backend has it, else ``dtype`` itself."""
+    return jnp.dtype(jnp.float64) if x64_available() else jnp.dtype(dtype)
+
+
+def _drawn(entry: Entry, transform: str, seed: int, draw_dtype: Any) -> _Drawn:
     lead = (2, entry.batch) if transform == "vmap" else (entry.batch,)
     sample = entry.sample or _normal
     thing = entry.make()
@@ -545,10 +565,15 @@ def draw_point(entry: Entry, dtype: Any = jnp.float32, transform: str = "jit", s
             drawn = _draws(draw_x, lambda k, x: entry.target(k, x, draw_dtype), k_x, k_t)
         else:
             drawn = _draws(draw_x, lambda k, x: thing.init(k, in_shape, draw_dtype)[1], k_x, k_init)
-    with jax.enable_x64(dtype == jnp.float64):
-        x, other = _rounded(drawn, dtype)
     key = k_fwd if entry.needs_key and not is_loss(entry) else None
-    return Point(thing, x, other, key, k_rng)
+    return _Drawn(thing, drawn, key, k_rng)
+
+
+def _rounded_point(d: _Drawn, dtype: Any) -> Point:
+    dtype = jnp.dtype(dtype)
+    with jax.enable_x64(dtype == jnp.float64):
+        x, other = _rounded(d.drawn, dtype)
+    return Point(d.thing, x, other, d.key, d.rng)
 
 
 _UNTRACEABLE = (
@@ -638,19 +663,25 @@ def check_all(
     A check's cost is compiling its program, which XLA does without Python's lock, so on two cores two
     threads overlap one row's compilation with the next one's tracing. The results do not depend on it.
     """
-    jobs = [
-        (entry, dtype, transform)
-        for entry in (_every_entry() if entries is None else entries)
-        for dtype in dtypes
-        for transform in transforms
-    ]
+    jobs = list(_every_entry() if entries is None else entries)
     workers = min(os.cpu_count() or 1, 4) if workers is None else workers
     if workers < 1:
         raise ValueError(f"check_all(workers={workers}): need at least 1 worker")
 
-    def run(job: tuple) -> tuple[CheckRow, GradcheckReport]:
-        entry, dtype, transform = job
-        r = check_entry(entry, jnp.dtype(dtype), transform, seed=seed, modes=modes, order=order)
+    def run(entry: Entry) -> list[tuple[CheckRow, GradcheckReport]]:
+        """An entry's rows, its point drawn once per transform (the dtypes' rows round the same draw)."""
+        drawn: dict = {}
+
+        def point(dtype: str, transform: str) -> Point:
+            at = (transform, _draw_dtype(dtype))
+            if at not in drawn:
+                drawn[at] = _drawn(entry, transform, seed, at[1])
+            return _rounded_point(drawn[at], dtype)
+
+        return [row(entry, dtype, t, point(dtype, t)) for dtype in dtypes for t in transforms]
+
+    def row(entry: Entry, dtype: str, transform: str, point: Point) -> tuple[CheckRow, GradcheckReport]:
+        r = _check_at(entry, point, jnp.dtype(dtype), transform, modes, order)
         f, s = r.forward, r.second
         fwd = None if f is None else {"autodiff": f.rel_autodiff, "fd": f.rel_fd, "adjoint": f.adjoint, "ok": f.ok}
         sec = None
@@ -673,10 +704,11 @@ def check_all(
 
     rows = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for row, r in pool.map(run, jobs) if workers > 1 else map(run, jobs):
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-            if on_report is not None:
-                on_report(row, r)
+        for entry_rows in pool.map(run, jobs) if workers > 1 else map(run, jobs):
+            for done, r in entry_rows:
+                rows.append(done)
+                if on_row is not None:
+                    on_row(done)
+                if on_report is not None:
+                    on_report(done, r)
     return rows

@@ -442,21 +442,33 @@ def _probes(primal_leaves: Sequence[Any], max_fd_elements: int, n_directions: in
     return out
 
 
-def _gaussians(key: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any]) -> list[jax.Array]:
-    """Traced: standard normal arrays of the given shapes and dtypes, all cut from one draw.
+def _generator(key: Any) -> np.random.Generator:
+    """NumPy's generator seeded by the bits of the PRNG ``key`` (a typed key or raw uint32 key data): the
+    check's random directions are drawn on the host, from the key alone, with no global state and nothing
+    for XLA to compile (each ``jax.random`` generator in a check's program cost about 0.1 s of tracing,
+    lowering and compiling, a sizeable part of a small check)."""
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(data, dtype=np.uint32).ravel())
 
-    One draw, not one per array: each ``jax.random.normal`` is its own generator in the compiled program
-    (about 13 ms of XLA CPU compile time apiece, whatever its size), and a check needs one per leaf.
 
-    The draw is in the widest of ``dtypes`` (at least float32), never narrower: XLA may compute a value twice
-    (once per fusion that reads it), and two copies of a float32 draw can differ by an ulp, which in a float64
-    check would be a relative error of 1e-7 between the cotangent the rule sees and the one autodiff sees.
-    """
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    flat = jax.random.normal(key, (max(sum(sizes), 1),), jnp.result_type(jnp.float32, *dtypes))
-    bounds = np.cumsum(sizes)[:-1]
-    parts = jnp.split(flat[: sum(sizes)], bounds) if sizes else []
-    return [part.reshape(shape).astype(dtype) for part, shape, dtype in zip(parts, shapes, dtypes)]
+def _gaussians(gen: np.random.Generator, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any]) -> list[jax.Array]:
+    """Standard normal arrays of the given shapes, drawn in float64 from ``gen`` and rounded on the host to
+    the given dtypes: every computation that reads one (the rule, autodiff, the differences) reads the same
+    correctly rounded values."""
+    return [jnp.asarray(gen.standard_normal(tuple(shape)).astype(dtype)) for shape, dtype in zip(shapes, dtypes)]
+
+
+def _fd_noise(gen: np.random.Generator, setup: _Setup, primal_leaves: Sequence[Any]) -> tuple:
+    """The random probe directions of every leaf probed along random directions (``probe.count`` × size
+    normals, in the FD dtype), None for the others: :func:`_measure`'s ``fd_noise``."""
+    fd_dtype = np.float64 if setup.use64 else np.float32
+    out = []
+    for probe, leaf in zip(setup.probes, primal_leaves):
+        if probe is None or probe.elementwise or not setup.fd:
+            out.append(None)
+        else:
+            out.append(_gaussians(gen, [(probe.count, int(np.size(leaf)))], [fd_dtype])[0])
+    return tuple(out)
 
 
 def _directions(noise: jax.Array | None, size: int, probe: _Probe, dtype: Any) -> jax.Array:
@@ -493,20 +505,57 @@ class _Setup(NamedTuple):
     user_x64: bool  # the caller's x64 setting, under which rule and autodiff are traced
 
 
+def _with_args(args: Any, nums: tuple[int, ...], values: Any) -> list:
+    """``args`` (a sequence) with the entries at ``nums`` replaced by ``values``, in order."""
+    call = list(args)
+    for n, v in zip(nums, values):
+        call[n] = v
+    return call
+
+
+def _leaf_pairs(c: Any, y: Any) -> zip:
+    return zip(jax.tree_util.tree_leaves(c), jax.tree_util.tree_leaves(y))
+
+
+def _flat_weights(c: Any, size: int, dtype: Any) -> jax.Array:
+    """The cotangent ``c`` raveled over its leaves as a (size, 1) column in ``dtype`` (ones when c is None:
+    f is the scalar loss itself)."""
+    if c is None:
+        return jnp.ones((size, 1), dtype)
+    return jnp.concatenate([jnp.ravel(v).astype(dtype) for v in jax.tree_util.tree_leaves(c)])[:, None]
+
+
 def _measure(
-    setup: _Setup, loss_fn: Callable[..., Any], manual: tuple, args: tuple, k_fd: Any, auto: tuple | None = None
+    setup: _Setup,
+    f: Callable[..., Any],
+    manual: tuple,
+    args: tuple,
+    fd_noise: tuple,
+    *,
+    c: Any = None,
+    auto: tuple | None = None,
+    along: tuple | None = None,
 ) -> dict:
-    """Traced: autodiff gradient of ``loss_fn`` and the FD probes of every leaf, next to ``manual``.
+    """Traced: autodiff gradient of the loss ⟨c, f(*args)⟩ (``f`` itself when ``c`` is None: a scalar
+    function) and the FD probes of every leaf, next to ``manual``.
 
     ``auto``, when given, is the autodiff gradient already computed (the layer and loss checks transpose the
     linearization they also use for the adjoint identity, so the forward is traced for autodiff once).
+    ``along``, a tangent shaped like the differentiated arguments, adds the forward-mode reference: the
+    central difference of f itself along it (:func:`_fd_along`), taken in the same vmapped evaluation as
+    the probes, so the forward is traced and compiled for finite differences once.
 
     Returns ``manual`` and ``auto`` (leaf lists, the arguments' dtype) and, per floating leaf, ``fd`` (the
     central differences along each probe), ``proj`` (⟨manual, v⟩ for the same probes) and ``proj_auto``
-    (⟨autodiff, v⟩), in float64.
+    (⟨autodiff, v⟩), in float64; with ``along``, ``"along"``: :func:`_fd_along`'s dict.
     """
     nums = setup.nums
     primal = tuple(args[n] for n in nums)
+
+    def loss_fn(*a):
+        y = f(*a)
+        return y if c is None else sum(jnp.vdot(ci.astype(yi.dtype), yi) for ci, yi in _leaf_pairs(c, y))
+
     if auto is None:
         with jax.enable_x64(setup.user_x64):
             auto = jax.grad(loss_fn, argnums=nums)(*args)
@@ -526,24 +575,19 @@ def _measure(
     base_args = list(_to(args, fd_dtype))
     base_leaves, treedef = jax.tree_util.tree_flatten(_to(primal, fd_dtype))
     probed = [i for i, probe in enumerate(setup.probes) if probe is not None]
-    random = [i for i in probed if not setup.probes[i].elementwise]
-    noise = dict(
-        zip(
-            random,
-            _gaussians(k_fd, [(setup.probes[i].count, base_leaves[i].size) for i in random], [fd_dtype] * len(random)),
-        )
-    )
+    if along is not None and len(probed) < len(base_leaves):  # a non-float leaf the tangent moves: apart
+        out["along"] = _fd_along(lambda *w: f(*_with_args(args, nums, w)), primal, along, eps, fd_dtype)
+        along = None
+    noise = {i: fd_noise[i] for i in probed if not setup.probes[i].elementwise}
 
-    def loss_at(flat):
-        """The loss at the probed leaves' values ``flat`` (concatenated, raveled), the others at their base."""
+    def f_at(flat):
+        """f (raveled) at the probed leaves' values ``flat`` (concatenated, raveled), the others at their base."""
         new, offset = list(base_leaves), 0
         for i in probed:
             new[i] = flat[offset : offset + base_leaves[i].size].reshape(base_leaves[i].shape)
             offset += base_leaves[i].size
-        call = list(base_args)
-        for n, sub in zip(nums, jax.tree_util.tree_unflatten(treedef, new)):
-            call[n] = sub
-        return loss_fn(*call)
+        y = f(*_with_args(base_args, nums, jax.tree_util.tree_unflatten(treedef, new)))
+        return jnp.concatenate([jnp.ravel(v).astype(fd_dtype) for v in jax.tree_util.tree_leaves(y)])
 
     # All probes of all leaves as rows of one (P, N) matrix over the N probed entries, each row supported on
     # its leaf's columns; one vmap over the P rows evaluates every central difference.
@@ -562,10 +606,24 @@ def _measure(
     dirs = jnp.concatenate(blocks)
     # Every probe at ±ε and ±ε/2 in one vmapped evaluation (the forward is traced and compiled once), and the
     # base value: the central difference at ε, and the kink measure of each probe (:func:`_differences`).
+    # With a tangent t, its unit direction u = t/‖t‖ is one more row: f itself along it, not the loss.
+    n_dirs = len(dirs)
+    if along is not None:
+        t = jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(_to(along, fd_dtype))])
+        norm = jnp.sqrt(jnp.vdot(t, t))
+        dirs = jnp.concatenate([dirs, (t / jnp.where(norm > 0, norm, 1))[None]])
     steps = jnp.asarray([1.0, -1.0, 0.5, -0.5], fd_dtype)
     moves = (eps * steps[:, None, None] * dirs[None]).reshape(-1, base.size)
-    values = jax.vmap(lambda d: loss_at(base + d))(jnp.concatenate([moves, jnp.zeros((1, base.size), fd_dtype)]))
-    fd, kink, floor = _differences(values[:-1].reshape(4, len(dirs)), values[-1], eps, fd_dtype)
+    ys = jax.vmap(lambda d: f_at(base + d))(jnp.concatenate([moves, jnp.zeros((1, base.size), fd_dtype)]))
+    weights = _flat_weights(c, ys.shape[1], fd_dtype)
+    values = (ys @ weights).reshape(-1)
+    rows = values[:-1].reshape(4, len(dirs))[:, :n_dirs]
+    fd, kink, floor = _differences(rows, values[-1], eps, fd_dtype)
+    if along is not None:
+        at_t = ys[:-1].reshape(4, len(dirs), -1)[:, n_dirs]
+        fd_t, kink_t, floor_t = _differences(at_t, ys[-1], eps, fd_dtype)
+        out["along"] = {"fd": fd_t * norm, "kink": kink_t * norm, "floor": floor_t * norm}
+        dirs = dirs[:n_dirs]
     bounds = np.cumsum([setup.probes[i].count for i in probed])[:-1]
     split = (jnp.split(v, bounds) for v in (fd, dirs @ grads[0], dirs @ grads[1], kink, floor))
     out["fd"], out["proj"], out["proj_auto"], out["kink"], out["kink_floor"] = split
@@ -941,8 +999,7 @@ def _shifted(point: tuple, key: Any) -> tuple:
     """``point`` with every floating leaf moved by :data:`KINK_SHIFT` x its RMS (1 for an all-zero leaf) along a
     random direction drawn from ``key`` (on the host: NumPy's generator seeded by the key's bits, no global
     state, no compilation); other leaves as they are."""
-    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    gen = np.random.default_rng(np.asarray(data, dtype=np.uint32).ravel())
+    gen = _generator(key)
 
     def shift(a):
         if not jnp.issubdtype(jnp.result_type(a), jnp.floating):
@@ -1098,19 +1155,22 @@ def _gradcheck_at(
     leaves = jax.tree_util.tree_leaves(primal)
     structure = jax.tree_util.tree_structure(primal)
 
-    def directions(k: Any) -> Any:
-        noise = _gaussians(k, [jnp.shape(a) for a in leaves], [jnp.result_type(a) for a in leaves])
+    gen = _generator(key)
+    fd_noise = _fd_noise(gen, setup, leaves)
+
+    def directions() -> Any:
+        noise = _gaussians(gen, [jnp.shape(a) for a in leaves], [jnp.result_type(a) for a in leaves])
         return jax.tree_util.tree_unflatten(structure, noise)
 
     tangent = forward = zero_forward = None
     if jvp_fn is not None:
-        tangent = directions(jax.random.fold_in(key, 1))
+        tangent = directions()
         forward = jvp_fn(primal, tangent)  # called as written, like grad_fn
         zero_forward = jvp_fn(primal, jax.tree_util.tree_map(jnp.zeros_like, tangent))[1]
-    uw = (directions(jax.random.fold_in(key, 2)), directions(jax.random.fold_in(key, 3))) if second else None
+    uw = (directions(), directions()) if second else None
 
-    def program(args, manual, k_fd, tangent, forward, uw):
-        out = _measure(setup, loss_fn, manual, args, k_fd)
+    def program(args, manual, fd_noise, tangent, forward, uw):
+        out = _measure(setup, loss_fn, manual, args, fd_noise, along=tangent)
 
         def at(*w):
             return loss_fn(*with_primal(args, w))
@@ -1119,7 +1179,8 @@ def _gradcheck_at(
         if tangent is not None:
             with jax.enable_x64(setup.user_x64):
                 value, jt = jax.jvp(at, w, tangent)
-            out["fwd"] = _forward_outputs(setup, at, w, tangent, value, jt, forward, _vdot64(tangent, manual))
+            rev_dot = _vdot64(tangent, manual)
+            out["fwd"] = _forward_outputs(setup, at, w, tangent, value, jt, forward, rev_dot, fd=out.get("along"))
             out["fwd"]["scale"] = jnp.sqrt(_vdot64(manual, manual) * _vdot64(tangent, tangent))
         if uw is not None:
             rule = lambda *v: manual_at(with_primal(args, v))  # noqa: E731
@@ -1128,7 +1189,7 @@ def _gradcheck_at(
             out["second"] = _second_outputs(setup, rule, auto, w, *uw, rule_fd)
         return out
 
-    out = run_compiled(program, use64, args, manual, key, tangent, forward, uw)
+    out = run_compiled(program, use64, args, manual, fd_noise, tangent, forward, uw)
     report = _report(out, paths, setup, dtype, tol, fd_tol)
     if jvp_fn is not None:
         f = dataclasses.replace(_forward_report(out, tol, fd_tol, setup.fd), zero=_max_abs(zero_forward))
@@ -1189,19 +1250,30 @@ def _fd_along(f: Callable[..., Any], w: tuple, t: tuple, eps: float, dtype: Any)
 
 
 def _forward_outputs(
-    setup: _Setup, f: Callable[..., Any], w: tuple, t: tuple, y: Any, jt: Any, rule: tuple, rev_dot: Any, c: Any = None
+    setup: _Setup,
+    f: Callable[..., Any],
+    w: tuple,
+    t: tuple,
+    y: Any,
+    jt: Any,
+    rule: tuple,
+    rev_dot: Any,
+    c: Any = None,
+    fd: dict | None = None,
 ) -> dict:
     """Traced: what :func:`_forward_report` reads, for the forward rule's ``rule = (y_rule, dy)`` at ``w``.
 
     ``f(*w)`` is the forward (``y`` its value, ``jt`` autodiff's J t), ``rev_dot`` the reverse side ⟨t, Jᵀc⟩
     of the adjoint identity; ``c`` the cotangent of a vector output, None for a scalar one (dy is then
-    ⟨∇L, t⟩ itself).
+    ⟨∇L, t⟩ itself). ``fd``: the central difference along t when already taken (:func:`_measure`'s
+    ``along``), else it is taken here.
     """
     y_rule, dy = rule
     fwd_dot = _vdot64(dy, c) if c is not None else jnp.asarray(dy).astype(jnp.float64)
     out = {"y": y, "y_rule": y_rule, "jt": jt, "dy": dy, "dot": (fwd_dot, rev_dot)}
     if setup.fd:
-        fd = _fd_along(f, w, t, setup.eps, jnp.float64 if setup.use64 else jnp.float32)
+        if fd is None:
+            fd = _fd_along(f, w, t, setup.eps, jnp.float64 if setup.use64 else jnp.float32)
         out.update(fd=fd["fd"], kink=fd["kink"], kink_floor=fd["floor"])
     return out
 
@@ -1381,12 +1453,16 @@ def _check_layer_at(
     wrt_leaves = jax.tree_util.tree_leaves((params, x) if float_x else (params,))
     wrt_structure = jax.tree_util.tree_structure((params, x) if float_x else (params,))
 
-    def noise(k_c, scale):
-        """The cotangent c and the tangent t (one leaf per differentiated leaf), from one draw, times ``scale``
-        (1, or 0 for the zero-cotangent run); with ``order=2`` the directions u and w of the second order."""
-        n = 3 if second else 1
-        shapes = [y.shape] + [jnp.shape(a) for a in wrt_leaves] * n
-        c, *rest = _gaussians(k_c, shapes, [y.dtype] + [jnp.result_type(a) for a in wrt_leaves] * n)
+    gen = _generator(rng)
+    n = 3 if second else 1
+    shapes = [y.shape] + [jnp.shape(a) for a in wrt_leaves] * n
+    drawn = _gaussians(gen, shapes, [y.dtype] + [jnp.result_type(a) for a in wrt_leaves] * n)
+
+    def noise(drawn, scale):
+        """The cotangent c and the tangent t (one leaf per differentiated leaf) from the ``drawn`` normals, times
+        ``scale`` (1, or 0 for the zero-cotangent run); with ``order=2`` the directions u and w of the second
+        order."""
+        c, *rest = drawn
         k = len(wrt_leaves)
         t = [a * scale.astype(a.dtype) for a in rest[:k]]
         uw = None
@@ -1417,7 +1493,7 @@ def _check_layer_at(
         return layer.jvp(p, xx, tp, tx, key=key, train=train)
 
     def eager_rules(p, xx, scale):
-        c, t, _ = noise(jax.random.split(rng)[0], scale)
+        c, t, _ = noise(drawn, scale)
         return rule(p, xx, c), (forward_rule(p, xx, t) if check_fwd else None)
 
     eager = _checked_rule(transform, eager_rules, params, x, _ONE)
@@ -1431,10 +1507,11 @@ def _check_layer_at(
     nums = (0, 1) if float_x else (0,)
     setup = _Setup(nums, tuple(probes), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64))
 
-    def program(params, x, rng, eager, scale):
+    fd_noise = _fd_noise(gen, setup, jax.tree_util.tree_leaves(primal))
+
+    def program(params, x, drawn, fd_noise, eager, scale):
         with jax.enable_x64(setup.user_x64):
-            k_c, k_fd = jax.random.split(rng)
-            c, t, uw = noise(k_c, scale)
+            c, t, uw = noise(drawn, scale)
             t_leaves = t
             grads = eager[0] if eager is not None else rule(params, x, c)
             grads = tuple(grads)
@@ -1447,17 +1524,15 @@ def _check_layer_at(
             jt = jvp(*t)
             auto = jax.linear_transpose(jvp, *wrt)(c.astype(y.dtype))
 
-        def loss_fn(p, xx):
-            out = apply(p, xx)
-            return jnp.sum(c.astype(out.dtype) * out)
-
-        out = _measure(setup, loss_fn, grads, (params, x), k_fd, auto=auto)
+        along = t if check_fwd else None
+        out = _measure(setup, apply, grads, (params, x), fd_noise, c=c, auto=auto, along=along)
         out["dot"] = (_vdot64(jt, c), _vdot64(t, grads))
         f = lambda *w: apply(*w, *(() if float_x else (x,)))  # noqa: E731
         if check_fwd:
             with jax.enable_x64(setup.user_x64):
                 y_rule, dy = eager[1] if eager is not None else forward_rule(params, x, t_leaves)
-            out["fwd"] = _forward_outputs(setup, f, wrt, t, y, jt, (y_rule, dy), out["dot"][1], c)
+            fd = out.get("along")
+            out["fwd"] = _forward_outputs(setup, f, wrt, t, y, jt, (y_rule, dy), out["dot"][1], c, fd)
         if uw is not None:
             fixed = () if float_x else (x,)
             second_rule = lambda *w: tuple(rule(*w, *fixed, c))  # noqa: E731
@@ -1466,7 +1541,7 @@ def _check_layer_at(
             out["second"] = _second_outputs(setup, second_rule, auto_rule, wrt, *uw, rule_fd)
         return out
 
-    out, again, at_zero = _three_runs(program, use64, (params, x, rng), eager, eager_rules)
+    out, again, at_zero = _three_runs(program, use64, (params, x, drawn, fd_noise), eager, eager_rules)
     dot = _scalar_error(*(float(v) for v in out["dot"]))
     batch = int(x.shape[1] if transform == "vmap" else x.shape[0]) if x.ndim > 1 else None
     report = _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
@@ -1563,15 +1638,18 @@ def _check_loss_at(
             return jnp.sum(value_), jnp.sum(dvalue)
         return loss.jvp(p, tt, t)
 
-    def noise(k_t, scale):
+    gen = _generator(rng)
+    drawn = _gaussians(gen, [jnp.shape(pred)] * (3 if second else 1), [jnp.result_type(pred)] * 3)
+
+    def noise(drawn, scale):
         """The tangent t (times ``scale``: 1, or 0 for the zero-tangent run), and u, w for ``order=2``."""
-        t, *uw = _gaussians(k_t, [jnp.shape(pred)] * (3 if second else 1), [jnp.result_type(pred)] * 3)
+        t, *uw = drawn
         return t * scale.astype(t.dtype), (tuple((v,) for v in uw) if second else None)
 
     def eager_rules(p, tt, scale):
         if not check_fwd:
             return manual(p, tt), None
-        t, _ = noise(jax.random.split(rng)[0], scale)
+        t, _ = noise(drawn, scale)
         return manual(p, tt), forward_rule(p, tt, t)
 
     eager = _checked_rule(transform, eager_rules, pred, target, _ONE)
@@ -1584,22 +1662,24 @@ def _check_loss_at(
         (0,), tuple(_probes([pred], 64, 8)), fd_tol.fd_eps, finite_differences, use64, bool(jax.config.jax_enable_x64)
     )
 
-    def program(pred, target, rng, eager, scale):
+    fd_noise = _fd_noise(gen, setup, [pred])
+
+    def program(pred, target, drawn, fd_noise, eager, scale):
         with jax.enable_x64(setup.user_x64):
-            k_t, k_fd = jax.random.split(rng)
             grad = eager[0] if eager is not None else manual(pred, target)
             _check_structure((pred,), (grad,), paths)
-            t, uw = noise(k_t, scale)
+            t, uw = noise(drawn, scale)
             v, jvp = jax.linearize(lambda p: value(p, target), pred)
             jt = jvp(t)
             auto = jax.linear_transpose(jvp, pred)(jnp.ones_like(v))
-        out = _measure(setup, value, (grad,), (pred, target), k_fd, auto=auto)
+        out = _measure(setup, value, (grad,), (pred, target), fd_noise, auto=auto, along=(t,) if check_fwd else None)
         out["dot"] = (jt.astype(jnp.float64), _vdot64(t, grad))
         f = lambda p: value(p, target)  # noqa: E731
         if check_fwd:
             with jax.enable_x64(setup.user_x64):
                 v_rule, dv = eager[1] if eager is not None else forward_rule(pred, target, t)
-            out["fwd"] = _forward_outputs(setup, f, (pred,), (t,), v, jt, (v_rule, dv), out["dot"][1])
+            rule_out = (v_rule, dv)
+            out["fwd"] = _forward_outputs(setup, f, (pred,), (t,), v, jt, rule_out, out["dot"][1], fd=out.get("along"))
             out["fwd"]["scale"] = jnp.sqrt(_vdot64(grad, grad) * _vdot64(t, t))
         if uw is not None:
             rule = lambda p: (manual(p, target),)  # noqa: E731
@@ -1610,7 +1690,7 @@ def _check_loss_at(
                     out["second"]["hvp"] = hvp(pred, target, uw[0][0])
         return out
 
-    out, again, at_zero = _three_runs(program, use64, (pred, target, rng), eager, eager_rules)
+    out, again, at_zero = _three_runs(program, use64, (pred, target, drawn, fd_noise), eager, eager_rules)
     dot = _scalar_error(*(float(v) for v in out["dot"]))
     batch = int(pred.shape[1] if transform == "vmap" else pred.shape[0]) if pred.ndim > 1 else None
     report = _report(out, paths, setup, dtype, tol, fd_tol, dot, batch)
