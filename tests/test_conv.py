@@ -175,3 +175,63 @@ def test_init_shapes(key):
     assert static["out_shape"] == (5, 5, 16)
     assert params["W"].shape == (3, 3, 8, 16) and params["W"].dtype == jnp.float32
     assert params["b"].shape == (16,)
+
+
+# The matrix-product formulations (fnnet.layers.conv.plan), each against XLA's convolution and its vjp, in
+# float64, over kernels that are not square, padding that is not symmetric, and 1, 2 and 16 input channels.
+@pytest.mark.parametrize("c_in", [1, 2, 16])
+@pytest.mark.parametrize(
+    "kernel, pads", [((3, 3), ((1, 1), (1, 1))), ((2, 3), ((0, 1), (2, 0))), ((1, 1), ((0, 0), (0, 0)))]
+)
+def test_matmul_formulations_equal_lax(key, c_in, kernel, pads):
+    from jax import lax
+
+    from fnnet.layers import conv
+
+    with jax.enable_x64(True):
+        x, W = _normals(key, [(2, 5, 6, c_in), kernel + (c_in, 3)], jnp.float64)
+
+        def ref(x, W):
+            return lax.conv_general_dilated(x, W, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        y = ref(x, W)
+        dy = _normals(jax.random.fold_in(key, 1), [y.shape], jnp.float64)[0]
+        dx_ref, dW_ref = jax.vjp(lambda a, b: ref(a, b), x, W)[1](dy)
+        out_hw = y.shape[1:3]
+        for taps in (False, True):
+            assert _rel(conv.matmul_forward(x, W, pads, out_hw, taps=taps), y) < 1e-13
+        assert _rel(conv.matmul_weight_gradient(x, dy, kernel, pads), dW_ref) < 1e-13
+        assert _rel(conv.matmul_input_gradient(dy, W, pads, x.shape[1:3]), dx_ref) < 1e-13
+
+
+def test_plan_keeps_lax_off_stride_one_and_follows_the_measured_rule():
+    from fnnet.layers.conv import Plan, plan
+
+    same, k3 = ((1, 1), (1, 1)), (3, 3)
+    assert plan(1, 32, (28, 28), k3, (1, 1), (1, 1), same) == Plan("taps", "im2col", "taps")
+    assert plan(32, 64, (14, 14), k3, (1, 1), (1, 1), same) == Plan("im2col", "lax", "taps")
+    assert plan(128, 128, (16, 16), k3, (1, 1), (1, 1), same) == Plan("lax", "lax", "lax")
+    assert plan(8, 32, (28, 28), k3, (1, 1), (1, 1), same) == Plan("lax", "lax", "lax")
+    assert plan(32, 64, (14, 14), (5, 5), (1, 1), (1, 1), same) == Plan("lax", "lax", "lax")
+    for strides, dilation, pads in (
+        ((2, 2), (1, 1), same),
+        ((1, 1), (2, 1), same),
+        ((1, 1), (1, 1), ((-1, 0), (0, 0))),
+    ):
+        assert plan(1, 32, (14, 14), k3, strides, dilation, pads) == Plan("lax", "lax", "lax")
+
+
+def test_bench_cnn_layers_through_the_matmul_paths_match_autodiff(key):
+    """The two planned paths of the bench CNN (one input channel: taps, im2col dW, taps; then 32 or more
+    input channels on a small image: im2col forward, lax dW, taps), through the layer's own rules."""
+    for in_shape, out in (((12, 12, 1), 4), ((5, 5, 32), 4)):
+        layer = fn.Conv2D(out, 3, padding="SAME")
+        with jax.enable_x64(True):
+            _, params = layer.init(key, in_shape, jnp.float64)
+            x = _normals(key, [(2,) + in_shape], jnp.float64)[0]
+            y, cache = layer.forward(params, x)
+            dy = _normals(jax.random.fold_in(key, 2), [y.shape], jnp.float64)[0]
+            grads, dx = layer.backward(params, cache, dy)
+            auto = jax.vjp(lambda p, x, layer=layer: layer.forward(p, x)[0], params, x)[1](dy)
+        assert _rel(grads["W"], auto[0]["W"]) < 1e-12
+        assert _rel(dx, auto[1]) < 1e-12

@@ -20,7 +20,24 @@ Forward mode (JVP): the convolution is bilinear in (x, W), so for a tangent (dx,
 
 with the forward's own padding, stride and dilation (the same ``lax`` call).
 
-All three rules are written with ``lax.conv_general_dilated``; no autodiff is used.
+No autodiff is used. Each rule takes the formulation that reaches the fast kernels, chosen per shape by
+measurement (``benchmarks/conv_formulations.py``, whose table is in ``benchmarks/results/``): at stride 1
+and dilation 1, for few channels or small images, XLA's CPU convolutions ran at 7-46 % of the matmul peak
+where one or a few matrix products of the same numbers ran at 25-77 %, so there
+
+* the forward is one GEMM of the im2col patches, ``cols (B·H'·W', kh·kw·C_in) @ W (kh·kw·C_in, C_out)``,
+  or for one input channel (where that GEMM's inner dimension would be only kh·kw) the sum over the
+  kh·kw taps of ``shift_pq(x) (B·H'·W', C_in) @ W[p, q]``;
+* dW is one GEMM ``colsᵀ (kh·kw·C_in, B·H'·W') @ dy (B·H'·W', C_out)``, the transposed patches built
+  directly in that layout (the matmul kernels want the left operand contracted over its minor axis);
+* dx is the sum over the taps of ``dy (B·H'·W', C_out) @ W[p, q]ᵀ`` added into the padded input at the
+  tap's offset, then cropped.
+
+Each is used only at the shapes where it measured faster (:func:`plan`); XLA's convolution keeps the
+others, and every stride or dilation other than 1 and every negative padding.
+The im2col buffers hold kh·kw copies of the input (forward: B·H'·W'·kh·kw·C_in elements; dW the same,
+transposed), and the per-tap dx one padded copy of dx: that is the temporary memory these formulations
+cost over ``lax.conv_general_dilated``.
 
 References: Dumoulin & Visin 2016, "A guide to convolution arithmetic for deep learning", sec. 2-5
 (output sizes, transposed convolution as the gradient); A. Gulli, A. Kapoor, S. Pal, *Deep Learning
@@ -31,7 +48,7 @@ touches every output pixel, reproduced in fnnet's tests).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +72,90 @@ Pair = tuple[int, int]
 Padding = str | int | Pair | tuple[Pair, Pair]
 
 _DN = ("NHWC", "HWIO", "NHWC")  # the layout of inputs, kernels and outputs
+
+
+class Plan(NamedTuple):
+    """Which formulation each rule of a convolution runs: ``"lax"`` (``lax.conv_general_dilated``),
+    ``"im2col"`` (one GEMM of the patches) or ``"taps"`` (one GEMM per kernel tap)."""
+
+    forward: str
+    dW: str
+    dx: str
+
+
+#: The largest C_in·C_out, and the largest H'·W', at which the matrix-product formulations beat XLA's
+#: convolution in every run of ``benchmarks/conv_formulations.py`` (the table is in ``benchmarks/results/``).
+#: Where the runs disagreed (4, 8 and 16 input channels, 5x5 kernels) or XLA won (16x16, 128 -> 128), XLA's
+#: convolution is kept.
+MATMUL_MAX_CHANNEL_PRODUCT = 8192
+MATMUL_MAX_PIXELS = 196
+
+
+def plan(c_in: int, c_out: int, out_hw: Pair, kernel: Pair, strides: Pair, dilation: Pair, pads: tuple) -> Plan:
+    """The formulation of each rule for this geometry, as measured on a 2-core CPU. Only stride 1,
+    dilation 1, non-negative padding and kernels up to 3x3 are candidates; every other geometry runs
+    ``lax`` everywhere.
+
+    * One input channel: the per-tap GEMMs forward (a single im2col GEMM would have an inner dimension of
+      only kh·kw; measured 2x faster than XLA), one GEMM of the transposed patches for dW (2.4x), the
+      per-tap GEMMs for dx (3.6x).
+    * 32 or more input channels on a small image (H'·W' ≤ :data:`MATMUL_MAX_PIXELS`, C_in·C_out ≤
+      :data:`MATMUL_MAX_CHANNEL_PRODUCT`): one im2col GEMM forward (1.2-1.7x) and the per-tap GEMMs for dx
+      (1.0-1.7x); XLA's dW (the patches' GEMM was within 6 % of it, either way).
+    * Anything else: XLA.
+    """
+    candidate = tuple(strides) == (1, 1) and tuple(dilation) == (1, 1) and max(kernel) <= 3
+    if not candidate or min(min(p) for p in pads) < 0:
+        return Plan("lax", "lax", "lax")
+    if c_in == 1:
+        return Plan("taps", "im2col", "taps")
+    if c_in >= 32 and c_in * c_out <= MATMUL_MAX_CHANNEL_PRODUCT and out_hw[0] * out_hw[1] <= MATMUL_MAX_PIXELS:
+        return Plan("im2col", "lax", "taps")
+    return Plan("lax", "lax", "lax")
+
+
+def _padded(x: Array, pads: tuple[Pair, Pair]) -> Array:
+    return jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+
+
+def _taps(kernel: Pair) -> list[Pair]:
+    return [(p, q) for p in range(kernel[0]) for q in range(kernel[1])]
+
+
+def matmul_forward(x: Array, W: Array, pads: tuple[Pair, Pair], out_hw: Pair, taps: bool) -> Array:
+    """x ⊛ W at stride 1, dilation 1: the per-tap GEMMs summed (``taps``), else one im2col GEMM."""
+    kh, kw, c, o = W.shape
+    h, w = out_hw
+    xp = _padded(x, pads)
+    shifted = [xp[:, p : p + h, q : q + w, :] for p, q in _taps((kh, kw))]
+    if taps:
+        y = sum(s.reshape(-1, c) @ W[p, q] for s, (p, q) in zip(shifted, _taps((kh, kw))))
+    else:
+        y = jnp.concatenate(shifted, axis=-1).reshape(-1, kh * kw * c) @ W.reshape(kh * kw * c, o)
+    return y.reshape(x.shape[0], h, w, o)
+
+
+def matmul_weight_gradient(x: Array, dy: Array, kernel: Pair, pads: tuple[Pair, Pair]) -> Array:
+    """dW = colsᵀ dy at stride 1, dilation 1, with colsᵀ (kh·kw·C_in, B·H'·W') built transposed."""
+    _, h, w, o = dy.shape
+    c = x.shape[3]
+    xt = jnp.transpose(_padded(x, pads), (3, 0, 1, 2))  # (C_in, B, Hp, Wp)
+    cols_t = jnp.stack([xt[:, :, p : p + h, q : q + w] for p, q in _taps(kernel)])
+    dW = cols_t.reshape(kernel[0] * kernel[1] * c, -1) @ dy.reshape(-1, o)
+    return dW.reshape(kernel + (c, o))
+
+
+def matmul_input_gradient(dy: Array, W: Array, pads: tuple[Pair, Pair], in_hw: Pair) -> Array:
+    """dx at stride 1, dilation 1: each tap's dy @ W[p, q]ᵀ added into the padded input at its offset, then
+    the padding cropped."""
+    kh, kw, c, o = W.shape
+    b, h, w, _ = dy.shape
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    flat = dy.reshape(-1, o)
+    dxp = jnp.zeros((b, in_hw[0] + lo_h + hi_h, in_hw[1] + lo_w + hi_w, c), dy.dtype)
+    for p, q in _taps((kh, kw)):
+        dxp = dxp.at[:, p : p + h, q : q + w, :].add((flat @ W[p, q].T).reshape(b, h, w, c))
+    return dxp[:, lo_h : lo_h + in_hw[0], lo_w : lo_w + in_hw[1], :]
 
 
 def as_pair(name: str, what: str, v: Any, minimum: int = 1) -> Pair:
@@ -170,7 +271,10 @@ def Conv2D(
 
     def conv(x: Array, W: Array) -> Array:
         """x ⊛ W with this layer's stride, padding and dilation (the forward's and the jvp's one call)."""
-        pads, _ = geometry(x.shape[1:3])
+        pads, outs = geometry(x.shape[1:3])
+        how = plan(W.shape[2], W.shape[3], outs, kernel, strides, dil, pads).forward
+        if how != "lax":
+            return matmul_forward(x, W, pads, outs, taps=how == "taps")
         return lax.conv_general_dilated(x, W, strides, pads, rhs_dilation=dil, dimension_numbers=_DN)
 
     def forward(params, x: Array, *, key=None, train=True):
@@ -197,32 +301,39 @@ def Conv2D(
         check_params(name, params, spec)
         W = params["W"]
         pads, outs = geometry(x.shape[1:3])
+        how = plan(W.shape[2], W.shape[3], outs, kernel, strides, dil, pads)
         k_eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
         # r: trailing (padded) input rows/cols that no window reached
         rest = [
             n + lo + hi - ((o - 1) * s + ke) for n, (lo, hi), o, s, ke in zip(x.shape[1:3], pads, outs, strides, k_eff)
         ]
-        # dW[p,q,c,o] = Σ_{b,i,j} xpad[b, i·s + p·d, j·s + q·d, c] dy[b,i,j,o]: batch is the contracted
-        # axis, so x is read as (C_in as "N", H, W, B as "C") and dy as (B as "I", H', W', out as "O").
-        dW = lax.conv_general_dilated(
-            x,
-            dy,
-            window_strides=dil,
-            padding=[(lo, hi - r) for (lo, hi), r in zip(pads, rest)],
-            rhs_dilation=strides,
-            dimension_numbers=("CHWN", "IHWO", "HWNC"),
-        )
-        # dx = full correlation of the stride-dilated dy with W flipped in space, in/out swapped
-        W_t = jnp.swapaxes(W[::-1, ::-1], 2, 3)
-        dx = lax.conv_general_dilated(
-            dy,
-            W_t,
-            window_strides=(1, 1),
-            padding=[(ke - 1 - lo, ke - 1 - hi + r) for ke, (lo, hi), r in zip(k_eff, pads, rest)],
-            lhs_dilation=strides,
-            rhs_dilation=dil,
-            dimension_numbers=_DN,
-        )
+        if how.dW == "im2col":
+            dW = matmul_weight_gradient(x, dy, kernel, pads)
+        else:
+            # dW[p,q,c,o] = Σ_{b,i,j} xpad[b, i·s + p·d, j·s + q·d, c] dy[b,i,j,o]: batch is the contracted
+            # axis, so x is read as (C_in as "N", H, W, B as "C") and dy as (B as "I", H', W', out as "O").
+            dW = lax.conv_general_dilated(
+                x,
+                dy,
+                window_strides=dil,
+                padding=[(lo, hi - r) for (lo, hi), r in zip(pads, rest)],
+                rhs_dilation=strides,
+                dimension_numbers=("CHWN", "IHWO", "HWNC"),
+            )
+        if how.dx == "taps":
+            dx = matmul_input_gradient(dy, W, pads, x.shape[1:3])
+        else:
+            # dx = full correlation of the stride-dilated dy with W flipped in space, in/out swapped
+            W_t = jnp.swapaxes(W[::-1, ::-1], 2, 3)
+            dx = lax.conv_general_dilated(
+                dy,
+                W_t,
+                window_strides=(1, 1),
+                padding=[(ke - 1 - lo, ke - 1 - hi + r) for ke, (lo, hi), r in zip(k_eff, pads, rest)],
+                lhs_dilation=strides,
+                rhs_dilation=dil,
+                dimension_numbers=_DN,
+            )
         grads = {"W": dW}
         if use_bias:
             grads["b"] = jnp.sum(dy, axis=(0, 1, 2))
