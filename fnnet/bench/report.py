@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 
 from fnnet._io import atomic_write, dumps
+from fnnet.bench import peers
 from fnnet.bench.models import ATTENTION, GPT_BLOCK
 
 LARGE_MLP = "mlp_784-1024-1024-10_b256"
@@ -106,6 +107,7 @@ COLUMNS = [
     ("temp MiB m/a/c", 17, lambda r: "/".join(_mib(r["sources"][s]["temp_bytes"]) for s in SOURCES)),
     ("GFLOP/s", 7, lambda r: f"{r['sources']['manual']['gflops']:.1f}"),
     ("% peak", 6, lambda r: f"{100 * r['sources']['manual']['peak_fraction']:.0f}%"),
+    ("man/torch", 9, lambda r: peers.ratio_text(r.get("torch", {}).get("ratio_manual_torch"))),
 ]
 
 
@@ -279,6 +281,7 @@ def markdown(result: dict) -> str:
             cells = [f(r) for _, _, f in COLUMNS] + [", ".join(f"{v:.6f}" for v in sorted(losses))]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += peers.table_lines(result["entries"])
     sw = result.get("sweep")
     if sw:
         lines += [

@@ -7,8 +7,10 @@ forward) and ``custom_vjp`` (``jax.grad`` through the rules) — checks that the
 measures the step time (median of interleaved samples after warm-up; see :mod:`fnnet.bench.timing`),
 the compile time, the peak temporary memory of the compiled program (``memory_analysis()``), the
 analytic FLOPs and the achieved GFLOP/s as a fraction of the fp32 matmul peak **measured in the same
-run**. Then the sweep throughput: 64 MNIST-1D MLPs as one vmapped program, as a Python loop of jitted
-runs, and as a PyTorch eager loop (when torch is installed).
+run**. With torch installed (``--no-torch`` to leave it out), each entry's PyTorch eager twin (same
+model, parameters, loss and SGD step) is timed interleaved with fnnet's steps: the "fnnet / PyTorch"
+column and table (:mod:`fnnet.bench.peers`). Then the sweep throughput: 64 MNIST-1D MLPs as one
+vmapped program, as a Python loop of jitted runs, and as a PyTorch eager loop (when torch is installed).
 
     fnnet bench                      # the full set; writes benchmarks/results/<machine>.{json,md}
     fnnet bench --quick              # a small set in seconds (a smoke test)
@@ -28,7 +30,7 @@ from typing import Any, Sequence
 
 from fnnet._io import dumps
 from fnnet.bench import models as bench_models
-from fnnet.bench import report, sweep, timing
+from fnnet.bench import peers, report, sweep, timing
 from fnnet.cli.parser import UsageParser, plain, quiet_on_closed_pipe
 
 TARGETS = report.TARGETS
@@ -54,6 +56,13 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="directory for <machine>.json and <machine>.md ('' to write nothing); --quick writes <machine>-quick.*",
     )
     p.add_argument("--json", action="store_true", help="print the JSON result instead of the tables")
+    p.add_argument(
+        "--torch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time each entry's PyTorch eager twin too, interleaved (default: on when torch is installed; "
+        "torch.compile is tried outside --quick)",
+    )
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples per source (default 7, quick 3)")
     p.add_argument(
         "--min-time",
@@ -117,16 +126,31 @@ def run(args: argparse.Namespace) -> int:
         f"measured fp32 matmul peak: {result['matmul_peak']['gflops']:.1f} GFLOP/s "
         f"(jitted {result['matmul_peak']['n']}x{result['matmul_peak']['n']} matmul)"
     )
+    use_torch = bool(args.torch) and peers.torch_version() is not None
+    if args.torch and not use_torch:
+        say(peers.SKIPPED)
+    result["settings"]["torch"] = use_torch
     rows = []
     for entry in entries:
         if entry.name not in chosen:
             continue
         row = timing.bench_entry(entry, repeats=repeats, min_time=min_time, check_grads=not quick)
         report.add_peak_fraction(row, result["matmul_peak"]["gflops"])
+        if use_torch:
+            row["torch"] = peers.bench_torch(
+                entry,
+                repeats=repeats,
+                min_time=min_time,
+                peak_gflops=result["matmul_peak"]["gflops"],
+                fnnet_loss=row["sources"]["manual"]["loss"],
+                compile=not quick,
+            )
         rows.append(row)
         if not args.json:
             report.print_row(row, first=len(rows) == 1)
     result["entries"] = rows
+    if use_torch and rows and not args.json:
+        peers.print_table(rows)
     if "sweep" in chosen:
         say(f"sweep: {models} MNIST-1D MLPs x {epochs} epochs, vmapped vs loop of jitted runs vs PyTorch eager ...")
         result["sweep"] = sweep.bench_sweep(models=models, epochs=epochs, peak_gflops=result["matmul_peak"]["gflops"])
