@@ -278,7 +278,7 @@ def _claims(summary: dict, opt: dict, config: Config) -> list[Claim]:
 
 def _plot(points: list[dict], summary: dict, out_dir: Path, config: Config):
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")  # the third panel's label kept clear
     b = np.array([p["batch_size"] for p in points], float)
     for (name, s), c in zip(summary.items(), ["tab:blue", "tab:orange", "tab:green", "tab:purple", "grey"]):
         ls = "--" if name == "fixed lr" else "-"

@@ -280,7 +280,7 @@ def _regime_spans(ax, reg: dict, bmax: float) -> None:
 
 def _plot_steps(st: dict, out_dir: Path, config: Config):
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     targets = list(st["targets"])
     main = st["targets"][f"{config.workload.target:g}"]
     b = np.array(main["batch_sizes"])
@@ -301,7 +301,8 @@ def _plot_steps(st: dict, out_dir: Path, config: Config):
     axes[0].plot([], [], ":", color="grey", label="rival: power law a B^-k (each target)")
     axes[0].set(xscale="log", yscale="log", xlabel="batch size B", ylabel="steps to target (best lr per B)")
     axes[0].set_title("steps to target; bars: seed min-max")
-    axes[0].legend(fontsize=6, loc="lower left")
+    # below the axes: inside, the legend covered the measured points at small B
+    axes[0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     tv = np.array([float(t) for t in targets])
     bc = np.array([st["targets"][t]["b_crit"] for t in targets])
     for j in range(config.n_seeds):

@@ -224,9 +224,10 @@ def _figure(rows: dict, raw: dict, cfg: Config, out_dir: Path):
         axes[0].plot(np.full(e.shape, i), e, "o", color=f"C{i}", alpha=0.6)
         axes[0].plot([i - 0.2, i + 0.2], [np.mean(e)] * 2, "k-")
         s = np.asarray(rows[k]["saturation"])
-        axes[1].errorbar(
-            np.arange(1, cfg.hidden + 1), s.mean(0), yerr=s.std(0), fmt="o-", color=f"C{i}", capsize=2, label=k
-        )
+        # a small x offset and a marker per series: series that coincide (both softsign nets at 0) stay visible
+        style = ("o" if "tanh" in k else "s") + ("-" if "tanh" in k else "--")
+        x = np.arange(1, cfg.hidden + 1) + 0.06 * (i - (len(names) - 1) / 2)
+        axes[1].errorbar(x, s.mean(0), yerr=s.std(0), fmt=style, color=f"C{i}", capsize=2, label=k, ms=5)
     axes[0].set_xticks(range(len(names)), [n.replace("|", "\n") for n in names], fontsize=8)
     axes[0].set_ylabel("test error (%) per seed; bar: mean")
     axes[1].set_xticks(np.arange(1, cfg.hidden + 1))
