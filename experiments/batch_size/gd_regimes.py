@@ -358,7 +358,8 @@ def _plot_curves(res: dict, timings: dict, out_dir: Path, config: Config):
             ax.grid(True, which="both", alpha=0.3)
         for ax in axes[row, 1:]:
             ax.set_ylim(0, 4)
-            ax.legend(fontsize=7)
+        # one legend per row, outside: inside either panel it covered the first updates' curves
+        axes[row, 2].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axes[0, 0].set_title("loss against epochs")
     axes[0, 1].set_title("loss against updates")
     axes[0, 2].set_title("loss against wall-clock")

@@ -465,7 +465,7 @@ def _plot_born_dead(config, born, born_theory, out_dir: Path):
     ax.set_ylabel("P(network output ≡ 0)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Born dead at initialization (zero biases, {config.born_samples} nets per width)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: inside it hid N=6 and N=8
     return save_figure(
         fig, out_dir, "born_dead",
         "Probability that a bias-free ReLU net of width N is identically 0 at an input, vs depth: lines the formula, "
