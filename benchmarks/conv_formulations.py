@@ -5,7 +5,10 @@ forward, dW and dx of a convolution two or three ways:
 
 * ``lax``: ``lax.conv_general_dilated`` (the forward, and the dW and dx that ``jax.vjp`` of it compiles to);
 * ``im2col``: one GEMM of the patches (forward), of the transposed patches (dW);
-* ``taps``: the kh·kw per-tap GEMMs, summed (forward), or added into the padded input (dx).
+* ``taps``: the kh·kw per-tap GEMMs, summed (forward), or added into the padded input (dx);
+
+the matrix-product candidates are ``fnnet.layers.conv``'s own functions, so the table measures the code
+the layer runs.
 
 Each time is the best of 7 samples of back-to-back calls (at least 0.2 s each), the candidates interleaved;
 GFLOP/s count 2·B·H'·W'·kh·kw·C_in·C_out per product, and the matmul peak is a 1024² product measured in
@@ -74,22 +77,8 @@ def measure(label: str, b: int, hw: int, c: int, o: int, k: int, repeats: int = 
     lax_fwd = lambda x, W: lax.conv_general_dilated(x, W, (1, 1), pads, dimension_numbers=DN)  # noqa: E731
     lax_dw = lambda x, dy: jax.vjp(lambda w: lax_fwd(x, w), W)[1](dy)[0]  # noqa: E731
     lax_dx = lambda dy, W: jax.vjp(lambda z: lax_fwd(z, W), x)[1](dy)[0]  # noqa: E731
-    im2col = (
-        lambda x, W: (
-            jnp.concatenate(  # noqa: E731
-                [jnp.pad(x, ((0, 0), *pads, (0, 0)))[:, p : p + hw, q : q + hw, :] for p in range(k) for q in range(k)],
-                -1,
-            ).reshape(-1, k * k * c)
-            @ W.reshape(k * k * c, o)
-        )
-    )
-    taps = (
-        lambda x, W: sum(  # noqa: E731
-            jnp.pad(x, ((0, 0), *pads, (0, 0)))[:, p : p + hw, q : q + hw, :].reshape(-1, c) @ W[p, q]
-            for p in range(k)
-            for q in range(k)
-        )
-    )
+    im2col = lambda x, W: conv.matmul_forward(x, W, pads, out_hw, taps=False)  # noqa: E731
+    taps = lambda x, W: conv.matmul_forward(x, W, pads, out_hw, taps=True)  # noqa: E731
     candidates = {
         "forward": {"lax": (lax_fwd, (x, W)), "im2col": (im2col, (x, W)), "taps": (taps, (x, W))},
         "dW": {

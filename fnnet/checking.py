@@ -513,10 +513,6 @@ def _with_args(args: Any, nums: tuple[int, ...], values: Any) -> list:
     return call
 
 
-def _leaf_pairs(c: Any, y: Any) -> zip:
-    return zip(jax.tree_util.tree_leaves(c), jax.tree_util.tree_leaves(y))
-
-
 def _flat_weights(c: Any, size: int, dtype: Any) -> jax.Array:
     """The cotangent ``c`` raveled over its leaves as a (size, 1) column in ``dtype`` (ones when c is None:
     f is the scalar loss itself)."""
@@ -554,7 +550,10 @@ def _measure(
 
     def loss_fn(*a):
         y = f(*a)
-        return y if c is None else sum(jnp.vdot(ci.astype(yi.dtype), yi) for ci, yi in _leaf_pairs(c, y))
+        if c is None:
+            return y
+        pairs = zip(jax.tree_util.tree_leaves(c), jax.tree_util.tree_leaves(y))
+        return sum(jnp.vdot(ci.astype(yi.dtype), yi) for ci, yi in pairs)
 
     if auto is None:
         with jax.enable_x64(setup.user_x64):

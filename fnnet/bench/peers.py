@@ -482,28 +482,14 @@ def _interleaved(calls: dict[str, Callable[[], Any]], repeats: int, min_time: fl
     inner = {}
     for s, call in calls.items():
         for _ in range(2):
-            _ready(call())
-        inner[s] = max(1, int(np.ceil(min_time / max(_sample(call, 1), 1e-7))))
+            jax.block_until_ready(call())
+        inner[s] = max(1, int(np.ceil(min_time / max(timing.seconds_per_call(call, 1), 1e-7))))
     samples: dict[str, list[float]] = {s: [] for s in calls}
     order = list(calls)
     for i in range(repeats):
         for s in order[i % len(order) :] + order[: i % len(order)]:
-            samples[s].append(_sample(calls[s], inner[s]))
+            samples[s].append(timing.seconds_per_call(calls[s], inner[s]))
     return samples
-
-
-def _sample(call: Callable[[], Any], inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        out = call()
-    _ready(out)
-    return (time.perf_counter() - t0) / inner
-
-
-def _ready(out: Any) -> None:
-    """Wait for a JAX result; a PyTorch CPU result is ready when the call returns."""
-    if hasattr(out, "block_until_ready"):
-        out.block_until_ready()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,11 +38,13 @@ def _block(tree: Any) -> None:
     jax.tree_util.tree_map(lambda a: a.block_until_ready(), tree)
 
 
-def _sample(call: Callable[[], Any], inner: int) -> float:
+def seconds_per_call(call: Callable[[], Any], inner: int) -> float:
+    """Wall seconds per call of ``inner`` back-to-back calls, waiting for the last result (a JAX result is
+    waited for; any other, such as a PyTorch CPU tensor, is ready when the call returns)."""
     t0 = time.perf_counter()
     for _ in range(inner):
         out = call()
-    _block(out)
+    jax.block_until_ready(out)
     return (time.perf_counter() - t0) / inner
 
 
@@ -56,9 +58,9 @@ def matmul_peak(sizes: tuple[int, ...], repeats: int) -> dict:
         b = jax.random.normal(k2, (n, n), jnp.float32)
         call = functools.partial(f, a, b)
         _block(call())
-        t1 = _sample(call, 1)
+        t1 = seconds_per_call(call, 1)
         inner = max(1, int(np.ceil(0.1 / t1)))
-        times = [_sample(call, inner) for _ in range(repeats)]
+        times = [seconds_per_call(call, inner) for _ in range(repeats)]
         t = statistics.median(times)
         rows.append({"n": n, "seconds": t, "gflops": 2 * n**3 / t / 1e9})
     best = max(rows, key=lambda r: r["gflops"])
@@ -180,12 +182,12 @@ def bench_entry(
     for s in sources:
         for _ in range(2):
             _block(call(s))
-        t1 = _sample(lambda s=s: call(s), 1)
+        t1 = seconds_per_call(lambda s=s: call(s), 1)
         inner[s] = max(1, int(np.ceil(min_time / max(t1, 1e-7))))
     samples: dict[str, list[float]] = {s: [] for s in sources}
     for _ in range(repeats):
         for s in sources:
-            samples[s].append(_sample(lambda s=s: call(s), inner[s]))
+            samples[s].append(seconds_per_call(lambda s=s: call(s), inner[s]))
     for s in sources:
         t = statistics.median(samples[s])
         row["sources"][s].update(
