@@ -128,6 +128,21 @@ def _shift(hs: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(hs[:1]), hs[:-1]], axis=0)
 
 
+def _rows(a: Array) -> Array:
+    """(T, B, n) -> (T·B, n): every step's rows as one matrix."""
+    return jnp.reshape(a, (-1, a.shape[-1]))
+
+
+def _hoisted_gradients(xs: Array, hs: Array, dzs: Array, W: Array) -> tuple[Array, Array, Array, Array]:
+    """(dW, dU, db, dx) from the pre-activation cotangents dz_1..dz_T that the reverse scan emitted.
+
+    dW = Σ_t x_tᵀ dz_t, dU = Σ_t h_{t−1}ᵀ dz_t, db = Σ_t Σ_batch dz_t and dx_t = dz_t Wᵀ do not feed
+    the recurrence, so each is one matmul over all T·B rows instead of T small ones inside the scan.
+    """
+    flat = _rows(dzs)
+    return _rows(xs).T @ flat, _rows(_shift(hs)).T @ flat, jnp.sum(flat, axis=0), jnp.swapaxes(dzs @ W.T, 0, 1)
+
+
 def _step_cotangents(dy: Array, hs: Array, return_sequences: bool) -> tuple[Array, Array]:
     """(per-step dL/dh_t from the output, time-major; dL/dh_T entering from beyond the last step)."""
     if return_sequences:
@@ -196,7 +211,8 @@ def RNN(
     Backward (BPTT), a reverse scan t = T..1 carrying δ_t = ∂L/∂h_t from the future:
         g_t = dy_t + δ_t,   da_t = φ'(a_t) ⊙ g_t,   δ_{t−1} = da_t Uᵀ,   dx_t = da_t Wᵀ,
         dW = Σ_t x_tᵀ da_t,   dU = Σ_t h_{t−1}ᵀ da_t,   db = Σ_t Σ_batch da_t,
-    with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy). Domain: the module docstring.
+    with dy_t = 0 for t < T when only h_T is returned (then δ_T = dy). Only δ is sequential: dW, dU, db
+    and dx are single matmuls over all T·B rows after the scan. Domain: the module docstring.
 
     Forward mode (JVP), a forward scan t = 1..T carrying (h_t, ḣ_t) from (0, 0), for tangents
     (Ẇ, U̇, ḃ, ẋ)::
@@ -244,21 +260,14 @@ def RNN(
         xs, hs = cache["x"], cache["h"]
         dys, delta_T = _step_cotangents(dy, hs, return_sequences)
 
-        def step(carry, inp):
-            dW, dU, db, delta = carry
-            dy_t, x_t, h_prev, act_t = inp
+        def step(delta, inp):
+            dy_t, act_t = inp
             da = act_bwd(act_t, dy_t + delta)
-            carry = (
-                dW + jnp.matmul(x_t.T, da),
-                dU + jnp.matmul(h_prev.T, da),
-                db + jnp.sum(da, axis=0),
-                jnp.matmul(da, U.T),
-            )
-            return carry, jnp.matmul(da, W.T)
+            return jnp.matmul(da, U.T), da
 
-        zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(params["b"]), delta_T)
-        (dW, dU, db, _), dxs = lax.scan(step, zero, (dys, xs, _shift(hs), cache["act"]), reverse=True)
-        return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
+        _, das = lax.scan(step, delta_T, (dys, cache["act"]), reverse=True)
+        dW, dU, db, dx = _hoisted_gradients(xs, hs, das, W)
+        return {"W": dW, "U": dU, "b": db}, dx
 
     def scan(params, dparams, xs, dxs):
         return _rnn_jvp_scan(params, dparams, xs, dxs, act_fwd, act_bwd)
@@ -350,6 +359,7 @@ def LSTM(
         dz = [g_c ⊙ g ⊙ i(1−i),  g_c ⊙ c_{t−1} ⊙ f(1−f),  g_c ⊙ i ⊙ (1−g²),  g_h ⊙ tanh c_t ⊙ o(1−o)],
         δh ← dz Uᵀ,   δc ← g_c ⊙ f,   dx_t = dz Wᵀ,
         dW = Σ_t x_tᵀ dz_t,   dU = Σ_t h_{t−1}ᵀ dz_t,   db = Σ_t Σ_batch dz_t.
+    Only δh is sequential; dW, dU, db and dx are single matmuls over all T·B rows after the scan.
     Every gate is smooth, so the rule is exact for every input; return modes and state: the module
     docstring.
 
@@ -403,16 +413,15 @@ def LSTM(
         dys, dh_T = _step_cotangents(dy, hs, return_sequences)
 
         def step(carry, inp):
-            dW, dU, db, dh, dc = carry
-            dy_t, x_t, h_prev, c_prev, c_t, gates_t = inp
+            dh, dc = carry
+            dy_t, c_prev, c_t, gates_t = inp
             dz, dh, dc = _lstm_cell_vjp(U, gates_t, c_prev, c_t, dy_t + dh, dc)
-            carry = (dW + jnp.matmul(x_t.T, dz), dU + jnp.matmul(h_prev.T, dz), db + jnp.sum(dz, axis=0), dh, dc)
-            return carry, jnp.matmul(dz, W.T)
+            return (dh, dc), dz
 
-        zero = (jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(params["b"]), dh_T, jnp.zeros_like(dh_T))
-        inputs = (dys, xs, _shift(hs), _shift(cs), cs, cache["gates"])
-        (dW, dU, db, _, _), dxs = lax.scan(step, zero, inputs, reverse=True)
-        return {"W": dW, "U": dU, "b": db}, jnp.swapaxes(dxs, 0, 1)
+        inputs = (dys, _shift(cs), cs, cache["gates"])
+        _, dzs = lax.scan(step, (dh_T, jnp.zeros_like(dh_T)), inputs, reverse=True)
+        dW, dU, db, dx = _hoisted_gradients(xs, hs, dzs, W)
+        return {"W": dW, "U": dU, "b": db}, dx
 
     jvp = _sequence_jvp(name, spec, _lstm_jvp_scan, return_sequences)
 
@@ -510,7 +519,7 @@ def GRU(
         dhu_t = [da_r, da_z, da_n ⊙ r]      (the gradient of h_{t−1} U + bh),
         δ_{t−1} = g ⊙ z + dhu_t Uᵀ,   dx_t = dxw_t Wᵀ,
         dW = Σ_t x_tᵀ dxw_t,   db = Σ_t Σ_batch dxw_t,   dU = Σ_t h_{t−1}ᵀ dhu_t,   dbh = Σ_t Σ_batch dhu_t;
-    dU and dbh accumulate in the scan; dW, db and dx are single matmuls over all steps after it.
+    Only δ is sequential: dW, dU, db, dbh and dx are single matmuls over all T·B rows after the scan.
     Every gate is smooth, so the rule is exact for every input; return modes and state: the module
     docstring.
 
@@ -564,8 +573,7 @@ def GRU(
         xs, hs = cache["x"], cache["h"]
         dys, delta_T = _step_cotangents(dy, hs, return_sequences)
 
-        def step(carry, inp):
-            dU, dbh, delta = carry
+        def step(delta, inp):
             dy_t, h_prev, gates_t, hu_n = inp
             r, z, n = (gates_t[:, k * H : (k + 1) * H] for k in range(3))
             g = dy_t + delta
@@ -573,21 +581,18 @@ def GRU(
             da_z = g * (h_prev - n) * z * (1 - z)
             da_r = da_n * hu_n * r * (1 - r)
             dhu = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
-            carry = (dU + jnp.matmul(h_prev.T, dhu), dbh + jnp.sum(dhu, axis=0), g * z + jnp.matmul(dhu, U.T))
-            return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+            return g * z + jnp.matmul(dhu, U.T), (jnp.concatenate([da_r, da_z, da_n], axis=-1), dhu)
 
-        zero = (jnp.zeros_like(U), jnp.zeros_like(params["bh"]), delta_T)
         inputs = (dys, _shift(hs), cache["gates"], cache["hu_n"])
-        (dU, dbh, _), dxws = lax.scan(step, zero, inputs, reverse=True)
-        rows = xs.shape[0] * xs.shape[1]
-        flat_dxw = jnp.reshape(dxws, (rows, 3 * H))
+        _, (dxws, dhus) = lax.scan(step, delta_T, inputs, reverse=True)
+        flat_dxw, flat_dhu = _rows(dxws), _rows(dhus)
         grads = {
-            "W": jnp.matmul(jnp.reshape(xs, (rows, -1)).T, flat_dxw),
-            "U": dU,
+            "W": _rows(xs).T @ flat_dxw,
+            "U": _rows(_shift(hs)).T @ flat_dhu,
             "b": jnp.sum(flat_dxw, axis=0),
-            "bh": dbh,
+            "bh": jnp.sum(flat_dhu, axis=0),
         }
-        return grads, jnp.swapaxes(jnp.matmul(dxws, W.T), 0, 1)
+        return grads, jnp.swapaxes(dxws @ W.T, 0, 1)
 
     jvp = _sequence_jvp(name, spec, _gru_jvp_scan, return_sequences)
 
