@@ -31,7 +31,7 @@ import optax
 
 from fnnet.core import Array, Layer, Loss, Params
 from fnnet.optim import sgd
-from fnnet.training import TrainResult, TrainState, init_state, jit_sweep_epoch, run_epochs, setup
+from fnnet.training import TrainResult, TrainState, init_state, jit_sweep_epoch, run_epochs, setup, shares_key
 
 __all__ = ["init_params", "pick", "stack", "sweep"]
 
@@ -104,7 +104,10 @@ def sweep(
 
     Args:
       params: stacked params, leading axis K (:func:`init_params`, :func:`stack`).
-      keys: one PRNG key shared by all runs (same batch order) or K keys, shape (K,).
+      keys: one PRNG key shared by all runs (same batch order) or K keys, shape (K,). When all
+        runs share one key (one key, or K equal ones), the batch is drawn once per step and products
+        with it run as one matmul across the K models (:func:`fnnet.training.jit_sweep_epoch`); the
+        results are those of K separate runs either way.
       optimizer: with ``learning_rates``, a factory ``lr -> GradientTransformation`` accepting a
         traced scalar (default :func:`fnnet.optim.sgd`); without, one GradientTransformation.
       learning_rates: None, a scalar, or K values.
@@ -167,7 +170,7 @@ def sweep(
         state = jax.vmap(lambda p, k, lr: init_state(p, make(lr), k), in_axes=(0, 0, lr_axis))(params, keys, lrs)
     assert isinstance(state, TrainState)
     return run_epochs(
-        functools.partial(jit_sweep_epoch, spec, lr_axis),
+        functools.partial(jit_sweep_epoch, spec, lr_axis, shares_key(state)),
         state,
         lrs,
         data,

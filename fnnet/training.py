@@ -286,10 +286,32 @@ def jit_epoch(spec: EpochSpec, state: TrainState, data: Dataset, test_data: Data
     return _epoch(spec, state, data, test_data, lr)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def jit_sweep_epoch(spec: EpochSpec, lr_axis: int | None, state, data, test_data, lr):
-    """K runs at once: :func:`_epoch` vmapped over state (and lr when ``lr_axis`` is 0)."""
-    return jax.vmap(functools.partial(_epoch, spec), in_axes=(0, None, None, lr_axis))(state, data, test_data, lr)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def jit_sweep_epoch(spec: EpochSpec, lr_axis: int | None, shared_key: bool, state, data, test_data, lr):
+    """K runs at once: :func:`_epoch` vmapped over state (and lr when ``lr_axis`` is 0).
+
+    With ``shared_key`` every run still training holds the same key (one batch order for all, see
+    :func:`shares_key`). That key then enters the vmap unbatched, so the epoch draws one permutation,
+    gathers one batch per step and every product with the batch (a first layer's x W_k and its
+    x̂ᵀ δ_k) is one matmul over the K models side by side, (B, d) @ (d, K·n), instead of K small ones.
+    The key is taken from the first run that has not diverged; a diverged run keeps its own key, as in
+    the unshared case, so each run's state equals its own :func:`train` either way.
+    """
+    epoch = functools.partial(_epoch, spec)
+    if not shared_key:
+        return jax.vmap(epoch, in_axes=(0, None, None, lr_axis))(state, data, test_data, lr)
+    axes = TrainState(params=0, opt_state=0, key=None, step=0, diverged=0, diverged_step=0)
+    shared = state._replace(key=state.key[jnp.argmin(state.diverged)])
+    end, metrics, per_step = jax.vmap(epoch, in_axes=(axes, None, None, lr_axis))(shared, data, test_data, lr)
+    # a run frozen before this epoch got the shared key back from _epoch; it keeps the one it froze with
+    return end._replace(key=jnp.where(state.diverged, state.key, end.key)), metrics, per_step
+
+
+def shares_key(state: TrainState) -> bool:
+    """Whether every run of a stacked ``state`` that has not diverged holds the same PRNG key (a host check)."""
+    live = ~np.asarray(state.diverged)
+    bits = np.asarray(jax.random.key_data(state.key))[live]
+    return bool(len(bits)) and bool(np.all(bits == bits[:1]))
 
 
 def check_options(

@@ -72,6 +72,10 @@ def test_sweep_structure(quick):
     # the vmapped sweep and the loop of runs train the same models: same final losses up to rounding
     assert sw["vmapped_final_loss"] == pytest.approx(sw["jit_loop_final_loss"], rel=1e-4)
     assert ("torch_eager_s" in sw) != ("torch_skipped" in sw)
+    # one key for all models: other batches, so another loss, but the same models trained as long
+    assert sw["vmapped_one_key_s"] > 0 and math.isfinite(sw["vmapped_one_key_final_loss"])
+    assert sw["speedup_one_key_vs_jit_loop"] == pytest.approx(sw["jit_loop_s"] / sw["vmapped_one_key_s"])
+    assert sw["vmapped_one_key_final_loss"] != sw["vmapped_final_loss"]
 
 
 def test_fnnet_command_has_bench(capsys):

@@ -1,6 +1,8 @@
 """Sweep throughput for ``fnnet bench``: K small MNIST-1D MLPs, three ways.
 
-* ``vmapped``: :func:`fnnet.sweep` — the K runs as one vmapped, jitted program per epoch;
+* ``vmapped``: :func:`fnnet.sweep` — the K runs as one vmapped, jitted program per epoch, each run with
+  its own key (its own batch order); ``vmapped_one_key`` the same with one key for all (one batch order:
+  the batch enters the vmap unbatched; ``benchmarks/sweep_packing.py`` measures that and other layouts);
 * ``jit_loop``: a Python loop of K :func:`fnnet.train` runs (each one jitted ``lax.scan`` per epoch;
   the epoch program is compiled once and reused by every run);
 * ``torch_eager``: the same K runs as a PyTorch eager loop (``nn.Sequential``, ``optim.SGD``), when
@@ -55,6 +57,15 @@ def _jax_runs(train, models: int, epochs: int, batch: int) -> dict:
     _block(res.params)
     out["vmapped_s"] = time.perf_counter() - t0
     out["vmapped_final_loss"] = float(jnp.nanmean(res.history["loss"][:, -1]))
+
+    # one key: every run sees the same batches, so the batch enters the vmap unbatched and the first
+    # layer's products are one GEMM across the models (fnnet.training.jit_sweep_epoch)
+    _block(fn.sweep(net, loss, params, train, keys=keys[0], optimizer=opt, epochs=1, **common).params)
+    t0 = time.perf_counter()
+    res = fn.sweep(net, loss, params, train, keys=keys[0], optimizer=opt, epochs=epochs, **common)
+    _block(res.params)
+    out["vmapped_one_key_s"] = time.perf_counter() - t0
+    out["vmapped_one_key_final_loss"] = float(jnp.nanmean(res.history["loss"][:, -1]))
 
     # a Python loop of jitted runs: the epoch program compiles once (same spec for every run)
     one = lambda k, e: fn.train(net, loss, fn.pick(params, k), train, optimizer=opt, key=keys[k], epochs=e, **common)  # noqa: E731
@@ -148,6 +159,7 @@ def bench_sweep(*, models: int, epochs: int, batch: int = 100, peak_gflops: floa
     row["vmapped_model_steps_per_s"] = total / row["vmapped_s"]
     row["vmapped_gflops"] = total * flops / row["vmapped_s"] / 1e9
     row["speedup_vs_jit_loop"] = row["jit_loop_s"] / row["vmapped_s"]
+    row["speedup_one_key_vs_jit_loop"] = row["jit_loop_s"] / row["vmapped_one_key_s"]
     if "torch_eager_s" in row:
         row["speedup_vs_torch_eager"] = row["torch_eager_s"] / row["vmapped_s"]
     if peak_gflops:
