@@ -41,7 +41,7 @@ def table(lengths: list[int], block: int | None = None) -> list[dict]:
         rows.append(
             {
                 "T": T,
-                "block": choose_block(T, block),
+                "block": choose_block(T, block, causal=True),
                 "manual_bytes": man,
                 "autodiff_bytes": auto,
                 "ratio": None if not (man is not None and auto) else man / auto,

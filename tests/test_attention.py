@@ -17,7 +17,14 @@ import pytest
 
 import fnnet as fn
 from fnnet.core import DTypeError, ShapeError
-from fnnet.layers.attention import DENSE_MAX_T, attention_backward, attention_forward, choose_block
+from fnnet.layers.attention import (
+    CAUSAL_SPLIT_MIN_T,
+    DEFAULT_BLOCK,
+    DENSE_MAX_T,
+    attention_backward,
+    attention_forward,
+    choose_block,
+)
 from tests._helpers import normals, rel
 
 TOL64 = 1e-10
@@ -173,8 +180,8 @@ def test_blocked_form_never_holds_a_T_by_T_array(key):
     x = jax.random.normal(key, (1, T, d))
     mask = jnp.ones((1, T), bool)
 
-    def shapes(source, block):
-        net = fn.serial(fn.MultiHeadAttention(2, causal=True, block_size=block))
+    def shapes(source, block, causal=True):
+        net = fn.serial(fn.MultiHeadAttention(2, causal=causal, block_size=block))
         _, params = net.init(key, (T, d))
         f = fn.grad.GRAD_SOURCES[source](net, fn.mse)
         return _all_shapes(jax.make_jaxpr(lambda p, x: f(p, x, x, mask=mask))(params, x).jaxpr)
@@ -182,15 +189,56 @@ def test_blocked_form_never_holds_a_T_by_T_array(key):
     def square(shapes):
         return [s for s in shapes if math.prod(s) >= 2 * T * T]  # B = 1, H = 2
 
-    assert square(shapes("manual", 16)) == []
+    assert square(shapes("manual", 16)) == []  # causal: the triangle of tiles
+    assert square(shapes("manual", 16, causal=False)) == []  # the scan over tiles
     assert square(shapes("manual", None))  # dense: one tile of all T keys
-    assert square(shapes("autodiff", 16))  # the stacked tiles of P: (3, 1, 2, T, 16)
+    assert square(shapes("autodiff", 16, causal=False))  # the scan's stacked tiles of P: (3, 1, 2, T, 16)
 
 
 def test_default_picks_blocked_by_length():
     assert choose_block(DENSE_MAX_T, None) == DENSE_MAX_T
     assert choose_block(4 * DENSE_MAX_T, None) < 4 * DENSE_MAX_T
     assert choose_block(10, 4) == 4 and choose_block(10, 64) == 10
+    # causal: two tiles from CAUSAL_SPLIT_MIN_T on, so the triangle skips a quarter of the scores
+    assert choose_block(DENSE_MAX_T, None, causal=True) == DENSE_MAX_T // 2
+    assert choose_block(CAUSAL_SPLIT_MIN_T - 1, None, causal=True) == CAUSAL_SPLIT_MIN_T - 1
+    assert choose_block(4 * DENSE_MAX_T, None, causal=True) == DEFAULT_BLOCK
+    assert choose_block(CAUSAL_SPLIT_MIN_T, 8, causal=True) == 8
+
+
+def _dot_flops(jaxpr) -> int:
+    """2 · multiply-adds of every dot_general a jaxpr runs, a scan's body counted once per iteration."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[i] for i in contract)
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                total += _dot_flops(inner) * eqn.params.get("length", 1)
+    return total
+
+
+@pytest.mark.parametrize("T, block", [(48, 16), (50, 16), (48, 48)])
+def test_causal_tiles_skip_the_masked_scores(key, T, block):
+    """The causal sweep multiplies only the tiles' rows that may attend a key of the tile: the forward and
+    backward's products are (n + 1)/(2n) of those without the mask for n tiles (a padded last tile
+    counted in full), and the same in the dense form (n = 1). Its results are the dense form's (above)."""
+    q, k, v, do = (jax.random.normal(kk, (1, 2, T, 8)) for kk in jax.random.split(key, 4))
+
+    def flops(causal):
+        def f(q, k, v, do):
+            o, lse = attention_forward(q, k, v, causal=causal, block=block)
+            return attention_backward(q, k, v, o, lse, do, causal=causal, block=block)
+
+        return _dot_flops(jax.make_jaxpr(f)(q, k, v, do).jaxpr)
+
+    n = -(-T // block)
+    rows = sum(T - t * block for t in range(n))  # the query rows each tile multiplies, summed
+    assert flops(True) / flops(False) == pytest.approx(rows / (n * T), rel=1e-9)
+    assert n == 1 or rows / (n * T) <= (n + 1) / (2 * n)
 
 
 def test_mask_changes_the_output_only_where_it_should(key):
