@@ -158,6 +158,29 @@ def test_blocked_equals_dense_for_any_length(key, T, block):
     assert rel(dx_b, dx_d) < TOL32
 
 
+def test_long_causal_scan_equals_dense(key):
+    """Past DENSE_MAX_T a causal sweep is the scan over key tiles, whose backward lays each tile's scores
+    out transposed, (keys, queries): in float64 it gives the dense result, with a padded last tile, a key
+    mask and fully masked rows (batch 0's first three queries see only masked keys: O = 0, no gradient)."""
+    T, block = DENSE_MAX_T + 44, 64
+    with jax.enable_x64(True):
+        q, k, v, do = (jax.random.normal(kk, (2, 2, T, 4), jnp.float64) for kk in jax.random.split(key, 4))
+        mask = np.ones((2, T), bool)
+        mask[0, :3] = False
+        mask[1, 5::7] = False
+        mask = jnp.asarray(mask)
+        o_d, lse_d = attention_forward(q, k, v, key_mask=mask, causal=True)
+        o_b, lse_b = attention_forward(q, k, v, key_mask=mask, causal=True, block=block)
+        assert rel(o_b, o_d) < TOL64 and rel(lse_b, lse_d) < TOL64
+        dense = attention_backward(q, k, v, o_d, lse_d, do, key_mask=mask, causal=True)
+        blocked = attention_backward(q, k, v, o_b, lse_b, do, key_mask=mask, causal=True, block=block)
+        for a, b in zip(blocked, dense):
+            assert rel(a, b) < TOL64
+        np.testing.assert_array_equal(np.asarray(o_b[0, :, :3]), 0.0)
+        np.testing.assert_array_equal(np.asarray(blocked[0][0, :, :3]), 0.0)  # dQ of the empty rows
+        np.testing.assert_array_equal(np.asarray(blocked[1][0, :, :3]), 0.0)  # dK of the masked keys
+
+
 def _all_shapes(jaxpr) -> list[tuple[int, ...]]:
     """The shape of every value a jaxpr computes, sub-jaxprs (scan bodies) included."""
     out = []

@@ -257,19 +257,34 @@ def attention_backward(
     fill = _fill(acc)
     D = jnp.sum(do * o.astype(acc), axis=-1)  # (B, H, T)
 
-    def grads(k_t, v_t, start, km, rows=0):
-        """The tile's (dQ rows from ``rows`` on, dK_t, dV_t), from the query rows ``rows``, ..., T − 1."""
+    def grads(k_t, v_t, start, km, rows=0, keys_first=False):
+        """The tile's (dQ rows from ``rows`` on, dK_t, dV_t), from the query rows ``rows``, ..., T − 1.
+
+        ``keys_first`` lays the scores out transposed, Sᵀ (keys, queries), so that every product
+        contracts its left operand over that operand's minor axis, the form XLA's CPU backend sends to
+        its fast matmul kernels; dQ is then computed transposed, with only the (keys, d) tile of K
+        transposed. The scan over tiles (all T query rows per tile) takes it: there dK and dV,
+        contracted over the rows of S, ran as XLA's own dot, and transposed the causal layer's step
+        took 0.71-0.81x the time at T = 1024-4096. The dense form and the triangle's tiles keep S: they
+        measured 1.04-1.08x slower transposed.
+        """
         k_t, v_t = k_t.astype(acc), v_t.astype(acc)
         valid = _valid(T, start, block, km, causal, rows)
         do_r, lse_r, D_r = do[:, :, rows:], lse[:, :, rows:], D[:, :, rows:]
+        if keys_first:
+            valid = jnp.swapaxes(valid, -1, -2)
+            s = jnp.einsum("bhkd,bhqd->bhkq", k_t, qs[:, :, rows:])
+            p = jnp.where(valid, jnp.exp(jnp.where(valid, s, fill) - lse_r[..., None, :]), 0)
+            ds = p * (jnp.einsum("bhkd,bhqd->bhkq", v_t, do_r) - D_r[..., None, :])
+            dq_part = jnp.swapaxes(jnp.einsum("bhdk,bhkq->bhdq", jnp.swapaxes(k_t, -1, -2), ds), -1, -2)
+            dk_t = jnp.einsum("bhkq,bhqd->bhkd", ds, q_acc[:, :, rows:])
+            return dq_part * scale, dk_t * scale, jnp.einsum("bhkq,bhqd->bhkd", p, do_r)
         s = jnp.einsum("bhqd,bhkd->bhqk", qs[:, :, rows:], k_t)
         p = jnp.where(valid, jnp.exp(jnp.where(valid, s, fill) - lse_r[..., None]), 0)
-        dv_t = jnp.einsum("bhqk,bhqd->bhkd", p, do_r)
-        dp = jnp.einsum("bhqd,bhkd->bhqk", do_r, v_t)
-        ds = p * (dp - D_r[..., None])
-        dq_part = jnp.einsum("bhqk,bhkd->bhqd", ds, k_t) * scale
-        dk_t = jnp.einsum("bhqk,bhqd->bhkd", ds, q_acc[:, :, rows:]) * scale
-        return dq_part, dk_t, dv_t
+        ds = p * (jnp.einsum("bhqd,bhkd->bhqk", do_r, v_t) - D_r[..., None])
+        dq_part = jnp.einsum("bhqk,bhkd->bhqd", ds, k_t)
+        dk_t = jnp.einsum("bhqk,bhqd->bhkd", ds, q_acc[:, :, rows:])
+        return dq_part * scale, dk_t * scale, jnp.einsum("bhqk,bhqd->bhkd", p, do_r)
 
     if block >= T:
         return tuple(g.astype(q.dtype) for g in grads(k, v, 0, key_mask))
@@ -290,7 +305,7 @@ def attention_backward(
 
     def step(dq, tile):
         k_t, v_t, start = tile
-        dq_part, dk_t, dv_t = grads(k_t, v_t, start, km)
+        dq_part, dk_t, dv_t = grads(k_t, v_t, start, km, keys_first=True)
         return dq + dq_part, (dk_t, dv_t)
 
     starts = jnp.arange(0, -(-T // block) * block, block)
