@@ -277,7 +277,8 @@ def markdown(result: dict) -> str:
         f"Load average (1/5/15 min) before: {m['load_before']}, after: {m.get('load_after')}. "
         f"Measured fp32 matmul peak: **{result['matmul_peak']['gflops']:.1f} GFLOP/s** "
         f"({result['matmul_peak']['n']}² jitted matmul). {'Quick set. ' if result['quick'] else ''}"
-        f"Step times are medians of {result['settings']['repeats']} interleaved samples.",
+        f"Step times are medians of {result['settings']['repeats']} interleaved samples; "
+        "man/auto is the median of the per-round ratios.",
         "",
     ]
     if result.get("entries"):
