@@ -31,6 +31,7 @@ from jax import lax
 
 import fnnet as fn
 from fnnet._io import atomic_write, dumps
+from fnnet.bench import timing
 from fnnet.core import Array
 from fnnet.layers import attention
 from fnnet.layers.attention import _accumulator, _fill, _normalize
@@ -237,9 +238,7 @@ def measure(T: int, rounds: int) -> dict:
     samples: dict[str, list[float]] = {n: [] for n in calls}
     for r in range(rounds):
         for n in list(calls) if r % 2 == 0 else list(calls)[::-1]:
-            t0 = time.perf_counter()
-            jax.block_until_ready(calls[n]())
-            samples[n].append(time.perf_counter() - t0)
+            samples[n].append(timing.seconds_per_call(calls[n], 1))
     ratio = statistics.median(p / s for p, s in zip(samples["paired"], samples["scan"]))
     ms = {n: 1e3 * statistics.median(v) for n, v in samples.items()}
     return {

@@ -35,7 +35,7 @@ def test_pairs_cover_the_causal_triangle_once():
 
 
 def test_patch_is_undone_and_the_layer_agrees(key):
-    """Inside ``paired()`` the layer's hand-written gradient is the scan's; afterwards fnnet is unchanged."""
+    """Inside ``paired()`` the layer's hand-written gradient is fnnet's own rule's; afterwards fnnet is unchanged."""
     net = fn.serial(fn.MultiHeadAttention(2, causal=True, block_size=8))
     _, params = net.init(key, (40, 8))
     x, y = (jax.random.normal(k, (1, 40, 8)) for k in jax.random.split(key))
