@@ -11,6 +11,7 @@ import math
 import pytest
 
 from fnnet import cli
+from fnnet.bench import models as bench_models
 from fnnet.cli import bench
 
 SOURCES = ("manual", "autodiff", "custom_vjp")
@@ -106,3 +107,10 @@ def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
         cli.main(["bench", *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_only_gpu_picks_the_gpu_subset_and_every_name_in_it_exists():
+    names = [e.name for e in bench_models.entries(quick=False)] + ["sweep"]
+    assert set(bench_models.GPU_SUBSET) <= set(names)
+    assert bench._select(names, "gpu") == [n for n in names if n in bench_models.GPU_SUBSET]
+    assert bench._select(names, "gpu,rnn_t50") == [n for n in names if n in bench_models.GPU_SUBSET or "rnn_t50" in n]

@@ -135,3 +135,67 @@ def test_without_torch_the_column_is_skipped_with_one_message(monkeypatch):
     assert all("torch" not in row for row in result["entries"])
     md = report.markdown(result)
     assert "fnnet / PyTorch" not in md and "| man/torch |" in md  # the column is there, its cells "-"
+
+
+def test_the_torch_device_follows_jaxs_backend(torch, monkeypatch):
+    """CPU with CPU; the GPU with a GPU this torch sees; otherwise no twin, and the row says why."""
+    assert peers.torch_device() == ("cpu", None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert peers.torch_device() == ("cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, why = peers.torch_device()
+    assert device is None and "JAX runs on gpu" in why and "skipped" in why
+    t = peers.bench_torch(QUICK[0], repeats=1, min_time=1e-3, compile=False)
+    assert t["skipped"] == why and "step_s" not in t
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert peers.torch_device()[0] is None
+
+
+def test_a_gpu_sample_waits_for_the_device_once_at_its_end():
+    """On a GPU PyTorch is asynchronous, as JAX is: a sample of n calls synchronizes once, after the last."""
+    waits = []
+    value = object()
+    calls = []
+
+    def call():
+        calls.append(len(waits))  # no wait has happened before any call of the sample
+        return peers._Pending(value, lambda: waits.append(len(calls)))
+
+    assert timing.seconds_per_call(call, 5) >= 0
+    assert calls == [0, 0, 0, 0, 0] and waits == [5]
+    assert call().value is value
+
+
+def test_torch_settings_hold_for_the_run_and_are_restored(torch):
+    before = torch.get_num_threads(), torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    with peers._torch_settings(torch, "cuda", 1):
+        assert torch.get_num_threads() == 1
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32 is True
+    assert (torch.get_num_threads(), torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == before
+    with peers._torch_settings(torch, "cpu", 1):
+        assert torch.get_float32_matmul_precision() == before[1]  # on the CPU only the threads change
+    assert torch.get_num_threads() == before[0]
+
+
+def test_the_table_names_where_both_sides_ran():
+    cpu = {"threads": 2}
+    gpu = {"threads": 16, "device": "cuda (NVIDIA H100)", "precision": "TensorFloat-32 products on both sides"}
+    assert peers.where_text(cpu).startswith("N = 2 threads on both sides")
+    assert peers.where_text(gpu) == "both sides on cuda (NVIDIA H100), TensorFloat-32 products on both sides"
+
+
+def test_the_sweeps_torch_loop_leaves_torchs_global_state_as_it_was(torch):
+    """Its models are seeded on a fork of PyTorch's global generator; its thread count is put back."""
+    from types import SimpleNamespace
+
+    from fnnet.bench import sweep
+
+    gen = np.random.default_rng(0)
+    train = SimpleNamespace(x=gen.normal(size=(200, 40)).astype(np.float32), y=gen.integers(0, 10, 200))
+    torch.manual_seed(1234)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    runs = [sweep._torch_runs(train, models=2, epochs=1, batch=100, threads=1) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+    assert runs[0]["final_loss"] == runs[1]["final_loss"]  # seeded per model, so it repeats
+    assert runs[0]["device"] == "cpu" and runs[0]["threads"] == 1

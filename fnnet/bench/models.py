@@ -18,6 +18,17 @@ from fnnet.core import Layer, Loss
 
 GPT_BLOCK = "gpt_block_t256_d256_h4_b8"
 ATTENTION = ("attention_t1024_d64_h4_b1", "attention_t4096_d64_h4_b1")
+# ``fnnet bench --only gpu``: one entry of each kind that has a PyTorch twin, and the sweep, for one command
+# on a GPU host (with --no-torch-compile, whose compile times on a GPU would dominate the run)
+GPU_SUBSET = (
+    "mlp_784-1024-1024-10_b256",
+    "cnn_28x28_b64",
+    "lstm_t50_b64",
+    "bn_mlp_784-512-512-10_b256",
+    GPT_BLOCK,
+    ATTENTION[0],
+    "sweep",
+)
 
 
 class Entry(NamedTuple):

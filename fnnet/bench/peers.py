@@ -53,10 +53,21 @@ of load on the machine cancels within a round. Both sides get N = the CPU count 
 ``torch.set_num_threads(N)`` (restored afterwards), and XLA's CPU backend, which uses every core by
 default. OpenMP threads that spin after a PyTorch sample may still take CPU from the next sample; the
 rotation spreads that over every source, and samples of ``min_time`` (0.2 s by default) keep it small.
+
+**The device** follows JAX's (:func:`torch_device`): on JAX's CPU backend PyTorch runs on the CPU; on its
+GPU backend, on the GPU (``cuda``, which is also PyTorch's name for a ROCm device). Where this torch build
+has no such device, or JAX runs on a TPU, the column is skipped with the reason: a PyTorch step on the
+host against fnnet's on an accelerator would compare two machines, not two implementations. On a GPU
+both sides are asynchronous, so they are timed alike: JAX waits for the last result of a sample, and
+PyTorch's result of a sample carries a ``block_until_ready`` that calls ``torch.cuda.synchronize()``.
+float32 products there run as JAX's GPU default does, with TensorFloat-32 where the GPU has it, so
+PyTorch is set the same way for the run (``torch.set_float32_matmul_precision("high")`` and
+``torch.backends.cudnn.allow_tf32``; both restored afterwards), and the row records it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -328,12 +339,63 @@ class _Translation:
         return m, in_shape
 
 
-def torch_model(layer: Layer, params: Any, in_shape: tuple[int, ...]):
-    """The PyTorch module of ``layer`` holding ``params`` (copied), in train mode; NotImplementedError for a
-    layer without a peer (the message names it)."""
+def torch_device() -> tuple[str | None, str | None]:
+    """Where PyTorch's twin runs: ``(device, None)``, or ``(None, the reason it cannot)``.
+
+    The device is the kind JAX computes on, so that both sides share one machine: ``"cpu"`` on JAX's CPU
+    backend, ``"cuda"`` on its GPU backend when this torch build sees a GPU (CUDA or ROCm). A TPU, or a
+    GPU that this torch cannot use, has no twin here.
+    """
+    import torch
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "cpu", None
+    if backend in ("gpu", "cuda", "rocm") and torch.cuda.is_available():
+        return "cuda", None
+    return None, (
+        f"JAX runs on {backend} ({jax.devices()[0].device_kind}) and PyTorch {torch.__version__} has no device "
+        "there: PyTorch column skipped (PyTorch on the host against fnnet on the accelerator would compare "
+        "machines, not implementations)"
+    )
+
+
+@contextlib.contextmanager
+def _torch_settings(torch: Any, device: str, threads: int):
+    """PyTorch's thread count and, on a GPU, TensorFloat-32 float32 products (JAX's GPU default) for the run;
+    every setting restored afterwards."""
+    before = torch.get_num_threads(), torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.set_float32_matmul_precision(before[1])
+        torch.backends.cudnn.allow_tf32 = before[2]
+
+
+class _Pending:
+    """A PyTorch result on a GPU, for :func:`jax.block_until_ready`: waiting for it synchronizes the device,
+    so a PyTorch sample ends when its last step's kernels have run, as a JAX sample does."""
+
+    def __init__(self, value: Any, synchronize: Callable[[], None]):
+        self.value, self._synchronize = value, synchronize
+
+    def block_until_ready(self) -> _Pending:
+        self._synchronize()
+        return self
+
+
+def torch_model(layer: Layer, params: Any, in_shape: tuple[int, ...], device: str = "cpu"):
+    """The PyTorch module of ``layer`` holding ``params`` (copied) on ``device``, in train mode;
+    NotImplementedError for a layer without a peer (the message names it)."""
     import torch
 
     model, _ = _Translation().layer(layer, params, tuple(in_shape))
+    model = model.to(device)
     if len(in_shape) == 3:
         model = model.to(memory_format=getattr(torch, MEMORY_FORMAT))
     return model.train()
@@ -350,15 +412,16 @@ def torch_loss(loss: Any) -> Callable:
     raise NotImplementedError(f"no PyTorch peer for the loss {type(loss).__name__}")
 
 
-def torch_batch(x: Any, y: Any) -> tuple[Any, Any]:
-    """fnnet's (x, y) as PyTorch tensors: images NHWC -> an NCHW view (channels_last), labels int64."""
+def torch_batch(x: Any, y: Any, device: str = "cpu") -> tuple[Any, Any]:
+    """fnnet's (x, y) as PyTorch tensors on ``device``: images NHWC -> an NCHW view (channels_last), labels
+    int64."""
     import torch
 
-    xt = torch.tensor(np.asarray(x))
+    xt = torch.tensor(np.asarray(x), device=device)
     if xt.ndim == 4:
         xt = xt.permute(0, 3, 1, 2).contiguous(memory_format=getattr(torch, MEMORY_FORMAT))
     y = np.asarray(y)
-    yt = torch.tensor(y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y)
+    yt = torch.tensor(y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y, device=device)
     return xt, yt
 
 
@@ -401,17 +464,23 @@ def bench_torch(
     """The ``torch`` dict of one bench row: PyTorch's step time and the interleaved fnnet / PyTorch ratios.
 
     ``fnnet_loss``, fnnet's loss at the initial params, gives ``loss_rel_diff`` (the check that both sides
-    compute one function). A model without a peer gives ``{"skipped": reason}``; a ``torch.compile`` that
-    fails gives ``"compile": "n/a: <the exception's first line>"`` and the rest of the dict.
+    compute one function). A model without a peer, or a JAX device without a PyTorch twin
+    (:func:`torch_device`), gives ``{"skipped": reason}``; a ``torch.compile`` that fails gives
+    ``"compile": "n/a: <the exception's first line>"`` and the rest of the dict.
     """
     import torch
 
     threads = threads or os.cpu_count() or 1
+    device, why_not = torch_device()
     out: dict[str, Any] = {"version": torch.__version__, "threads": threads, "xla_threads": "all cores (default)"}
+    if device is None:
+        return {**out, "skipped": why_not}
+    out["device"] = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name()})"
+    out["precision"] = "float32" if device == "cpu" else "TensorFloat-32 products on both sides (JAX's GPU default)"
     layer = entry.build()
     params, x, y = timing.inputs(entry)
     try:
-        model = torch_model(layer, params, entry.in_shape)
+        model = torch_model(layer, params, entry.in_shape, device)
         loss = torch_loss(entry.loss)
     except NotImplementedError as e:
         return {**out, "skipped": str(e)}
@@ -419,11 +488,14 @@ def bench_torch(
     out["params_match"] = out["params"] == fnnet_param_count(params)
     if len(entry.in_shape) == 3:
         out["memory_format"] = MEMORY_FORMAT
-    xt, yt = torch_batch(x, y)
+    xt, yt = torch_batch(x, y, device)
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    def waited(step: Callable) -> Callable[[], Any]:
+        if device == "cpu":
+            return lambda: step(xt, yt)  # ready when the call returns
+        return lambda: _Pending(step(xt, yt), torch.cuda.synchronize)
+
+    with _torch_settings(torch, device, threads):
         calls: dict[str, Callable[[], Any]] = {}
         compiled_model = copy.deepcopy(model)
         eager = make_step(model, loss)
@@ -439,22 +511,20 @@ def bench_torch(
                 return value
 
             calls[s] = call
-        calls["torch_eager"] = lambda: eager(xt, yt)
+        calls["torch_eager"] = waited(eager)
         if compile:
             try:
                 step = make_step(torch.compile(compiled_model), loss)
                 t0 = time.perf_counter()
-                step(xt, yt)
+                jax.block_until_ready(waited(step)())
                 out["compile_s"] = time.perf_counter() - t0
-                calls["torch_compile"] = lambda: step(xt, yt)
+                calls["torch_compile"] = waited(step)
                 out["compile"] = "ok"
             except Exception as e:  # no C++ compiler, an unsupported Python, a graph dynamo refuses, ...
                 out["compile"] = "n/a: " + _one_line(e)
         else:
-            out["compile"] = "n/a: not tried (compile=False, as in --quick)"
+            out["compile"] = "n/a: not tried (--quick or --no-torch-compile)"
         samples = _interleaved(calls, repeats, min_time)
-    finally:
-        torch.set_num_threads(before)
 
     step_s = {s: statistics.median(v) for s, v in samples.items()}
     out["step_s"] = step_s["torch_eager"]
@@ -527,6 +597,14 @@ def _fractions(t: dict) -> list[float | None]:
     return [f.get("manual"), f.get("autodiff"), t.get("peak_fraction"), t.get("peak_fraction_compile")]
 
 
+def where_text(t: dict) -> str:
+    """Where both sides ran, from a ``torch`` dict: the thread count on a CPU, the device and precision on a GPU."""
+    device = t.get("device", "cpu")
+    if device == "cpu":
+        return f"N = {t['threads']} threads on both sides (torch.set_num_threads, XLA's CPU backend on all cores)"
+    return f"both sides on {device}, {t.get('precision', '')}"
+
+
 def table_lines(rows: list[dict]) -> list[str]:
     """The markdown table "fnnet / PyTorch" for the rows that have a ``torch`` dict (empty when none has)."""
     rows = [r for r in rows if "torch" in r]
@@ -536,8 +614,7 @@ def table_lines(rows: list[dict]) -> list[str]:
     lines = [
         "## fnnet / PyTorch",
         "",
-        f"PyTorch {t0['version']} eager, same model, batch, loss, parameters and SGD step; "
-        f"N = {t0['threads']} threads on both sides (torch.set_num_threads, XLA's CPU backend on all cores). "
+        f"PyTorch {t0['version']} eager, same model, batch, loss, parameters and SGD step; {where_text(t0)}. "
         "Ratios: medians of per-round ratios of interleaved samples (fnnet manual, autodiff, torch eager, "
         "torch.compile); below 1, fnnet is faster. % peak: of the measured matmul peak.",
         "",
@@ -557,6 +634,6 @@ def print_table(rows: list[dict]) -> None:
     cells = [[h for h, _ in TABLE]] + [[f(r, r["torch"]) for _, f in TABLE] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(TABLE))]
     t0 = rows[0]["torch"]
-    print(f"fnnet / PyTorch {t0['version']} eager ({t0['threads']} threads both sides; ratio < 1: fnnet faster)")
+    print(f"fnnet / PyTorch {t0['version']} eager: {where_text(t0)}. Ratio < 1: fnnet faster.")
     for c in cells:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))), flush=True)

@@ -6,7 +6,9 @@
 * ``jit_loop``: a Python loop of K :func:`fnnet.train` runs (each one jitted ``lax.scan`` per epoch;
   the epoch program is compiled once and reused by every run);
 * ``torch_eager``: the same K runs as a PyTorch eager loop (``nn.Sequential``, ``optim.SGD``), when
-  torch is installed; run with every core and with one thread, the faster of the two counting.
+  torch is installed, on the device kind JAX uses (:func:`fnnet.bench.peers.torch_device`); run with
+  every core and with one thread, the faster of the two counting. Each model is initialized from seed k
+  on a fork of PyTorch's global generator, so the caller's PyTorch random state is left as it was.
 
 All three train the same MLP (40-100-100-10, ReLU, softmax cross-entropy, plain SGD) for the same
 number of steps (``epochs`` x ⌊4000/B⌋) on the MNIST-1D training set, one model per seed. The JAX
@@ -26,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet as fn
+from fnnet.bench import peers
 from fnnet.bench.models import dense_macs, step_flops
 
 DIMS = (40, 100, 100, 10)
@@ -83,41 +86,60 @@ def _jax_runs(train, models: int, epochs: int, batch: int) -> dict:
     return out
 
 
-def _torch_runs(train, models: int, epochs: int, batch: int, threads: int) -> dict:
+def _torch_runs(train, models: int, epochs: int, batch: int, threads: int, device: str = "cpu") -> dict:
     import torch
     from torch import nn
     from torch.nn import functional as F
 
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    x = torch.from_numpy(np.asarray(train.x))
-    y = torch.from_numpy(np.asarray(train.y)).long()
-    n = x.shape[0]
-    steps = n // batch
-    finals = []
-    t0 = time.perf_counter()
-    for k in range(models):
-        torch.manual_seed(k)
-        model = nn.Sequential(
-            nn.Linear(DIMS[0], DIMS[1]), nn.ReLU(), nn.Linear(DIMS[1], DIMS[2]), nn.ReLU(), nn.Linear(DIMS[2], DIMS[3])
-        )
-        opt = torch.optim.SGD(model.parameters(), lr=LR)
-        gen = torch.Generator().manual_seed(k)
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            total = torch.zeros(())
-            for i in range(steps):
-                idx = perm[i * batch : (i + 1) * batch]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach()
-        finals.append(float(total) / steps)
-    return {
-        "threads": torch.get_num_threads(),
-        "seconds": time.perf_counter() - t0,
-        "final_loss": float(np.mean(finals)),
-    }
+    try:
+        x = torch.from_numpy(np.asarray(train.x)).to(device)
+        y = torch.from_numpy(np.asarray(train.y)).long().to(device)
+        n = x.shape[0]
+        steps = n // batch
+        finals = []
+        t0 = time.perf_counter()
+        for k in range(models):
+            with torch.random.fork_rng(devices=[]):  # nn.Linear draws from the global generator: a fork of it
+                torch.manual_seed(k)
+                model = nn.Sequential(
+                    nn.Linear(DIMS[0], DIMS[1]),
+                    nn.ReLU(),
+                    nn.Linear(DIMS[1], DIMS[2]),
+                    nn.ReLU(),
+                    nn.Linear(DIMS[2], DIMS[3]),
+                ).to(device)
+            opt = torch.optim.SGD(model.parameters(), lr=LR)
+            gen = torch.Generator().manual_seed(k)
+            for _ in range(epochs):
+                perm = torch.randperm(n, generator=gen).to(device)
+                total = torch.zeros((), device=device)
+                for i in range(steps):
+                    idx = perm[i * batch : (i + 1) * batch]
+                    loss = F.cross_entropy(model(x[idx]), y[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach()
+            finals.append(float(total) / steps)  # float() waits for the device
+        return {
+            "threads": torch.get_num_threads(),
+            "device": device,
+            "seconds": time.perf_counter() - t0,
+            "final_loss": float(np.mean(finals)),
+        }
+    finally:
+        torch.set_num_threads(before)
+
+
+def _torch_device() -> tuple[str | None, str | None]:
+    """PyTorch's device for the eager loop (:func:`fnnet.bench.peers.torch_device`), or None and the reason."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, "torch is not installed (pip install 'fnnet[bench]'); PyTorch eager loop skipped"
+    return peers.torch_device()
 
 
 def bench_sweep(*, models: int, epochs: int, batch: int = 100, peak_gflops: float | None = None) -> dict:
@@ -139,14 +161,16 @@ def bench_sweep(*, models: int, epochs: int, batch: int = 100, peak_gflops: floa
         "flops_per_step": flops,
     }
     row.update(_jax_runs(train, models, epochs, batch))
-    try:
-        import torch
-    except ImportError:
-        row["torch_skipped"] = "torch is not installed (pip install 'fnnet[bench]'); PyTorch eager loop skipped"
+    device, why_not = _torch_device()
+    if device is None:
+        row["torch_skipped"] = why_not
     else:
+        import torch
+
         # every core (as XLA uses them) and one thread (often faster for ops this small): the faster
         # of the two is the baseline, so the comparison is with PyTorch at its best here
-        runs = [_torch_runs(train, models, epochs, batch, t) for t in sorted({os.cpu_count() or 1, 1}, reverse=True)]
+        threads = sorted({os.cpu_count() or 1, 1}, reverse=True)
+        runs = [_torch_runs(train, models, epochs, batch, t, device) for t in threads]
         best = min(runs, key=lambda r: r["seconds"])
         row.update(
             torch_version=torch.__version__,

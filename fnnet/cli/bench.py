@@ -15,6 +15,7 @@ vmapped program, as a Python loop of jitted runs, and as a PyTorch eager loop (w
     fnnet bench                      # the full set; writes benchmarks/results/<machine>.{json,md}
     fnnet bench --quick              # a small set in seconds (a smoke test)
     fnnet bench --only mlp,sweep     # entries whose name contains any of the words
+    fnnet bench --only gpu --no-torch-compile   # the subset for a GPU host (one of each kind, the sweep)
     python -m fnnet.bench --json     # the same, JSON on stdout
 
 Speed is measured here, never asserted in tests.
@@ -48,7 +49,8 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         default=None,
-        help="comma-separated words: run only the entries whose name contains one ('sweep' for the sweep)",
+        help="comma-separated words: run only the entries whose name contains one ('sweep' for the sweep; "
+        "'gpu' for the GPU subset: " + ", ".join(bench_models.GPU_SUBSET) + ")",
     )
     p.add_argument(
         "--out",
@@ -62,6 +64,12 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=True,
         help="time each entry's PyTorch eager twin too, interleaved (default: on when torch is installed; "
         "torch.compile is tried outside --quick)",
+    )
+    p.add_argument(
+        "--torch-compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time torch.compile of each twin too (default: on, except with --quick)",
     )
     p.add_argument("--repeats", type=_positive_int, default=None, help="timed samples per source (default 7, quick 3)")
     p.add_argument(
@@ -95,11 +103,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+PRESETS = {"gpu": bench_models.GPU_SUBSET}
+
+
 def _select(names: list[str], only: str | None) -> list[str]:
+    """The names that ``--only`` picks: those containing one of its words, and every name of a preset word."""
     if only is None:
         return names
     words = [w.strip() for w in only.split(",") if w.strip()]
-    return [n for n in names if any(w in n for w in words)]
+    exact = {n for w in words for n in PRESETS.get(w, ())}
+    return [n for n in names if n in exact or any(w in n for w in words if w not in PRESETS)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 min_time=min_time,
                 peak_gflops=result["matmul_peak"]["gflops"],
                 fnnet_loss=row["sources"]["manual"]["loss"],
-                compile=not quick,
+                compile=bool(args.torch_compile) and not quick,
             )
         rows.append(row)
         if not args.json:
