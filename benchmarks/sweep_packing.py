@@ -17,7 +17,9 @@ six ways:
   vmapped over K/g blocks with one batch order: larger GEMMs, g times the FLOPs in the packed layers.
 
 and the products alone, (K, 100, 100) @ (K, 100, 100), in three layouts plus one 6400 x 100 x 100 GEMM of
-the same FLOPs (the ceiling for this work). Rates count useful FLOPs only (a block-diagonal zero block is
+the same FLOPs (the ceiling for this work). For the loop's program and the two vmaps it lists, from the
+optimized HLO, every dot inside the scan: its shapes, its batch dimension and the kernel XLA runs it
+on (a YNNPACK fusion, or XLA's own dot). Rates count useful FLOPs only (a block-diagonal zero block is
 not useful). Every candidate trains: its final loss is printed next to the loop's.
 
     python benchmarks/sweep_packing.py [--models 64] [--rounds 5] [--out DIR]
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import statistics
 import sys
 from pathlib import Path
@@ -119,8 +122,7 @@ def _Packed(net: fn.Layer, g: int) -> fn.Layer:
     return fn.Layer(net.init, forward, backward, name=f"packed({g})")
 
 
-def candidates(models: int, steps: int, key: jax.Array) -> dict[str, Callable[[], Any]]:
-    """name -> call; each call runs S steps of all K models and returns their losses."""
+def _setup(models: int, steps: int, key: jax.Array):
     train, _ = fn.data.mnist1d()
     x, y = jnp.asarray(train.x), jnp.asarray(train.y)
     k_init, k_idx = jax.random.split(key)
@@ -128,14 +130,51 @@ def candidates(models: int, steps: int, key: jax.Array) -> dict[str, Callable[[]
     net = _mlp(1)
     params = fn.init_params(net, (DIMS[0],), inits)
     per_model = jax.random.randint(k_idx, (models, steps, BATCH), 0, x.shape[0])
-    shared = per_model[0]
+    return train, x, y, k_idx, net, params, per_model
+
+
+def programs(models: int, steps: int, key: jax.Array) -> dict[str, tuple[Callable, tuple]]:
+    """The loop's one-model program and the two vmaps: name -> (jitted function, its arguments)."""
+    _, x, y, _, net, params, per_model = _setup(models, steps, key)
     run = _sgd_scan(net, x, y)
-    one = jax.jit(run)
+    return {
+        LOOP: (jax.jit(run), (fn.pick(params, 0), per_model[0])),
+        "vmap, K batch orders": (jax.jit(jax.vmap(run)), (params, per_model)),
+        "vmap, one batch order": (jax.jit(jax.vmap(run, in_axes=(0, None))), (params, per_model[0])),
+    }
+
+
+def _peer_evidence():
+    """``benchmarks/peer_evidence.py`` (its HLO reader), loaded by path: the benchmarks are scripts."""
+    spec = importlib.util.spec_from_file_location("peer_evidence", Path(__file__).parent / "peer_evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernels(models: int, steps: int, key: jax.Array) -> dict[str, list[dict]]:
+    """name -> the dots inside each program's scan (its while loop), from the optimized HLO: shapes, trips,
+    and the kernel: the fusion that runs the dot ("__ynn_fusion": YNNPACK), or "XLA dot"."""
+    summary = _peer_evidence().hlo_summary
+    out = {}
+    for name, (f, args) in programs(models, steps, key).items():
+        mm = summary(f.lower(*args).compile().as_text())["matmuls"]
+        out[name] = [
+            {k: m[k] for k in ("lhs", "rhs", "out", "trips", "flops")} | {"kernel": m["fusion"] or "XLA dot"}
+            for m in mm
+            if m["scope"] != "entry"
+        ]
+    return out
+
+
+def candidates(models: int, steps: int, key: jax.Array) -> dict[str, Callable[[], Any]]:
+    """name -> call; each call runs S steps of all K models and returns their losses."""
+    train, x, y, k_idx, net, params, per_model = _setup(models, steps, key)
+    shared = per_model[0]
+    (one, _), (vm, _), (vs, _) = programs(models, steps, key).values()
     out: dict[str, Callable[[], Any]] = {}
     out[LOOP] = lambda: [one(fn.pick(params, k), per_model[k]) for k in range(models)]
-    vm = jax.jit(jax.vmap(run))
     out["vmap, K batch orders"] = lambda: vm(params, per_model)
-    vs = jax.jit(jax.vmap(run, in_axes=(0, None)))
     out["vmap, one batch order"] = lambda: vs(params, shared)
     # fnnet.sweep's own compiled epoch (permutation, divergence guard, accuracy): K keys, then one key
     opt = fn.optim.sgd(LR)
@@ -256,6 +295,7 @@ def measure(models: int = 64, rounds: int = 5, seed: int = 0) -> dict:
             seconds=bound_s,
             speedup_vs_loop=loop_s / bound_s,
         ),
+        kernels=kernels(models, steps, key),
         machine=report.machine_info(),
         jax=jax.__version__,
         load_average=report.load_average(),
@@ -290,6 +330,18 @@ def markdown(r: dict) -> str:
         f"({b['gemm_gflops']:.1f} GFLOP/s), with every other operation free, S steps of all K models take at "
         f"least {b['seconds']:.3f} s: at most {b['speedup_vs_loop']:.2f}× the loop of jitted runs.",
     ]
+    lines += [
+        "",
+        "**The kernels**: every dot inside the scan of S steps, from the compiled HLO (trips: the scan's length; "
+        '`__ynn_fusion` is YNNPACK, "XLA dot" XLA\'s own kernel).',
+        "",
+        "| program | lhs | rhs | out | trips | MFLOP per trip | kernel |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    for name, dots in r["kernels"].items():
+        for d in dots:
+            dims = ["×".join(map(str, d[k])) for k in ("lhs", "rhs", "out")]
+            lines.append(f"| {name} | {' | '.join(dims)} | {d['trips']} | {d['flops'] / 1e6:.2f} | {d['kernel']} |")
     return "\n".join(lines) + "\n"
 
 

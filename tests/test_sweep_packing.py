@@ -35,3 +35,18 @@ def test_block_diagonal_packing_is_the_same_models(key):
     end_packed, _ = jax.vmap(sp._sgd_scan(sp._mlp(g), x, y, g, masks), in_axes=(0, None))(packed, idx)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), sp.pack(end, g), end_packed)
     assert float(jnp.max(jnp.abs(end_packed[2]["W"] * (1 - masks[2]["W"][None])))) == 0.0  # off-diagonal blocks stay 0
+
+
+def test_the_kernel_listing_finds_every_product_of_the_step_once():
+    """From the compiled HLO: 3 forward products, 2 input gradients and 3 weight gradients per step, inside the
+    scan (trips = S), whose FLOPs add up to K models' analytic step FLOPs; each names the kernel that runs it."""
+    from fnnet.bench.models import dense_macs, step_flops
+
+    models, steps = 2, 3
+    listing = sp.kernels(models, steps, jax.random.key(0))
+    assert set(listing) == {sp.LOOP, "vmap, K batch orders", "vmap, one batch order"}
+    one_model = step_flops(dense_macs(sp.BATCH, list(sp.DIMS)))
+    for name, dots in listing.items():
+        assert len(dots) == 8 and all(d["trips"] == steps for d in dots), name
+        assert sum(d["flops"] for d in dots) == (1 if name == sp.LOOP else models) * one_model, name
+        assert all(d["kernel"] for d in dots)
