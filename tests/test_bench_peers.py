@@ -99,7 +99,7 @@ def test_a_bench_row_gains_the_torch_column(torch, tmp_path):
         code = bench.main(["--quick", "--json", "--only", "mlp_40-100,rnn", "--repeats", "2", "--out", str(tmp_path)])
     assert code == 0
     result = json.loads(buf.getvalue())
-    assert result["settings"]["torch"] is True
+    assert result["settings"]["torch"] is True and result["settings"]["torch_compile"] is False  # --quick
     for row in result["entries"]:
         t = row["torch"]
         assert t["version"] == torch.__version__ and t["threads"] >= 1

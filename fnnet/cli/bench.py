@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if args.torch and not use_torch:
         say(peers.SKIPPED)
     result["settings"]["torch"] = use_torch
+    result["settings"]["torch_compile"] = use_torch and bool(args.torch_compile) and not quick
     rows = []
     for entry in entries:
         if entry.name not in chosen:
