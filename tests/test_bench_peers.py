@@ -148,6 +148,7 @@ def test_the_torch_device_follows_jaxs_backend(torch, monkeypatch):
     assert device is None and "JAX runs on gpu" in why and "skipped" in why
     t = peers.bench_torch(QUICK[0], repeats=1, min_time=1e-3, compile=False)
     assert t["skipped"] == why and "step_s" not in t
+    assert peers.where_text(t) == "PyTorch not run (no device beside JAX's)"  # the header does not claim a device
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     assert peers.torch_device()[0] is None
 

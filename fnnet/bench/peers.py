@@ -474,7 +474,7 @@ def bench_torch(
     device, why_not = torch_device()
     out: dict[str, Any] = {"version": torch.__version__, "threads": threads, "xla_threads": "all cores (default)"}
     if device is None:
-        return {**out, "skipped": why_not}
+        return {**out, "device": None, "skipped": why_not}
     out["device"] = device if device == "cpu" else f"{device} ({torch.cuda.get_device_name()})"
     out["precision"] = "float32" if device == "cpu" else "TensorFloat-32 products on both sides (JAX's GPU default)"
     layer = entry.build()
@@ -600,6 +600,8 @@ def _fractions(t: dict) -> list[float | None]:
 def where_text(t: dict) -> str:
     """Where both sides ran, from a ``torch`` dict: the thread count on a CPU, the device and precision on a GPU."""
     device = t.get("device", "cpu")
+    if device is None:
+        return "PyTorch not run (no device beside JAX's)"
     if device == "cpu":
         return f"N = {t['threads']} threads on both sides (torch.set_num_threads, XLA's CPU backend on all cores)"
     return f"both sides on {device}, {t.get('precision', '')}"
