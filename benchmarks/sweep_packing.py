@@ -133,9 +133,10 @@ def _setup(models: int, steps: int, key: jax.Array):
     return train, x, y, k_idx, net, params, per_model
 
 
-def programs(models: int, steps: int, key: jax.Array) -> dict[str, tuple[Callable, tuple]]:
-    """The loop's one-model program and the two vmaps: name -> (jitted function, its arguments)."""
-    _, x, y, _, net, params, per_model = _setup(models, steps, key)
+def programs(setup: tuple) -> dict[str, tuple[Callable, tuple]]:
+    """The loop's one-model program and the two vmaps, from :func:`_setup`'s values: name -> (jitted
+    function, its arguments)."""
+    _, x, y, _, net, params, per_model = setup
     run = _sgd_scan(net, x, y)
     return {
         LOOP: (jax.jit(run), (fn.pick(params, 0), per_model[0])),
@@ -157,7 +158,7 @@ def kernels(models: int, steps: int, key: jax.Array) -> dict[str, list[dict]]:
     and the kernel: the fusion that runs the dot ("__ynn_fusion": YNNPACK), or "XLA dot"."""
     summary = _peer_evidence().hlo_summary
     out = {}
-    for name, (f, args) in programs(models, steps, key).items():
+    for name, (f, args) in programs(_setup(models, steps, key)).items():
         mm = summary(f.lower(*args).compile().as_text())["matmuls"]
         out[name] = [
             {k: m[k] for k in ("lhs", "rhs", "out", "trips", "flops")} | {"kernel": m["fusion"] or "XLA dot"}
@@ -169,9 +170,10 @@ def kernels(models: int, steps: int, key: jax.Array) -> dict[str, list[dict]]:
 
 def candidates(models: int, steps: int, key: jax.Array) -> dict[str, Callable[[], Any]]:
     """name -> call; each call runs S steps of all K models and returns their losses."""
-    train, x, y, k_idx, net, params, per_model = _setup(models, steps, key)
+    setup = _setup(models, steps, key)
+    train, x, y, k_idx, net, params, per_model = setup
     shared = per_model[0]
-    (one, _), (vm, _), (vs, _) = programs(models, steps, key).values()
+    (one, _), (vm, _), (vs, _) = programs(setup).values()
     out: dict[str, Callable[[], Any]] = {}
     out[LOOP] = lambda: [one(fn.pick(params, k), per_model[k]) for k in range(models)]
     out["vmap, K batch orders"] = lambda: vm(params, per_model)

@@ -135,9 +135,7 @@ def _torch_runs(train, models: int, epochs: int, batch: int, threads: int, devic
 
 def _torch_device() -> tuple[str | None, str | None]:
     """PyTorch's device for the eager loop (:func:`fnnet.bench.peers.torch_device`), or None and the reason."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if peers.torch_version() is None:
         return None, "torch is not installed (pip install 'fnnet[bench]'); PyTorch eager loop skipped"
     return peers.torch_device()
 
